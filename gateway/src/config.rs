@@ -1,0 +1,176 @@
+//! `gateway.toml`: raw serde structs (`deny_unknown_fields`) and the validated runtime config.
+//! Paths in the file are relative to the file's own directory.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default largest gRPC message accepted, in bytes (4 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    data_dir: PathBuf,
+    #[serde(default = "default_trust_domain")]
+    trust_domain: String,
+    catalog_dir: Option<PathBuf>,
+    tls: RawTls,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    store: RawStore,
+}
+
+fn default_trust_domain() -> String {
+    skp_core::TRUST_DOMAIN.to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<usize>,
+    handshake_timeout_secs: Option<u64>,
+    max_handshakes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    cache_mb: Option<u64>,
+}
+
+/// The validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// SPIFFE trust domain of agent certificates.
+    pub trust_domain: String,
+    /// Directory of catalog TOML files; `None` uses the catalog compiled into the binary.
+    pub catalog_dir: Option<PathBuf>,
+    /// Partnership CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Gateway server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Gateway server private key (PEM).
+    pub key: PathBuf,
+    /// Certificate revocation lists (PEM), if any.
+    pub crl: Option<PathBuf>,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// Most TLS handshakes in progress at once (slow or hostile clients cannot pile up).
+    pub max_handshakes: usize,
+    /// sled page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+impl GatewayConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read gateway config {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1)
+                .unwrap_or(0);
+            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: listen = {:?} is not an address; write it as IP:PORT, e.g. \"127.0.0.1:7443\"",
+                path.display(),
+                raw.listen
+            )
+        })?;
+        let max_message_bytes = raw.limits.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
+            bail!("{}: limits.max_message_bytes must be between 1024 and 67108864", path.display());
+        }
+        Ok(Self {
+            listen,
+            data_dir: rel(&raw.data_dir),
+            trust_domain: raw.trust_domain,
+            catalog_dir: raw.catalog_dir.as_deref().map(rel),
+            ca: rel(&raw.tls.ca),
+            cert: rel(&raw.tls.cert),
+            key: rel(&raw.tls.key),
+            crl: raw.tls.crl.as_deref().map(rel),
+            max_message_bytes,
+            handshake_timeout: std::time::Duration::from_secs(raw.limits.handshake_timeout_secs.unwrap_or(10)),
+            max_handshakes: raw.limits.max_handshakes.unwrap_or(1024),
+            cache_mb: raw.store.cache_mb.unwrap_or(64),
+        })
+    }
+
+    /// Loads the catalog this config names (a directory, or the embedded one).
+    pub fn load_catalog(&self) -> Result<skp_core::Catalog> {
+        match &self.catalog_dir {
+            None => Ok(skp_core::Catalog::embedded()?),
+            Some(dir) => {
+                let mut files = Vec::new();
+                for e in std::fs::read_dir(dir).with_context(|| format!("cannot read catalog_dir {}", dir.display()))? {
+                    let p = e?.path();
+                    if p.extension().is_some_and(|x| x == "toml") {
+                        let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                        files.push((p.display().to_string(), t));
+                    }
+                }
+                Ok(skp_core::Catalog::from_files(files)?)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\nlisten_port = 3\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let e = GatewayConfig::parse(Path::new("/x/gateway.toml"), text).expect_err("bad");
+        let s = e.to_string();
+        assert!(s.starts_with("/x/gateway.toml:3:"), "{s}");
+        assert!(s.contains("listen_port"), "{s}");
+    }
+
+    #[test]
+    fn relative_paths_anchor_at_the_file() {
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n";
+        let c = GatewayConfig::parse(Path::new("/x/gateway.toml"), text).expect("good");
+        assert_eq!(c.ca, Path::new("/x/a.pem"));
+        assert_eq!(c.cert, Path::new("/abs/b"));
+        assert_eq!(c.data_dir, Path::new("/x/d"));
+    }
+
+    #[test]
+    fn bad_listen_says_how_to_fix() {
+        let text = "listen = \"localhost\"\ndata_dir = \"d\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let e = GatewayConfig::parse(Path::new("g.toml"), text).expect_err("bad");
+        assert!(e.to_string().contains("IP:PORT"), "{e}");
+    }
+}

@@ -1,0 +1,194 @@
+//! Development PKI (`gateway dev-certs`): a partnership CA, the gateway's server certificate,
+//! one client certificate per agency with its SPIFFE SAN URI, a random linkage key for the
+//! agents (mode 0600) and ready-to-run configs. For development and tests only: production
+//! certificates come from the partnership's real CA.
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use skp_core::AgencyId;
+use skp_core::ids::{KINGSTON_AGENCIES, spiffe_uri};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// What `dev-certs` made.
+#[derive(Debug)]
+pub struct DevPki {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// `DIR/gateway.toml`.
+    pub gateway_config: PathBuf,
+    /// `DIR/agents/<id>.toml`, per agency.
+    pub agent_configs: Vec<(AgencyId, PathBuf)>,
+}
+
+/// Options for [`make_dev_pki`].
+#[derive(Debug, Clone)]
+pub struct DevPkiOptions {
+    /// Address written into the configs.
+    pub listen: String,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Overwrite an existing directory's material.
+    pub force: bool,
+}
+
+impl Default for DevPkiOptions {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:7443".into(), trust_domain: skp_core::TRUST_DOMAIN.into(), force: false }
+    }
+}
+
+/// Makes a complete development PKI and configs under `dir`.
+pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
+    if dir.join("ca.pem").exists() && !opts.force {
+        bail!(
+            "{} already holds a development CA; pass --force to replace it (agents and stored data made with the old linkage key will no longer link)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("agents")).with_context(|| format!("cannot create {}", dir.display()))?;
+    let now = OffsetDateTime::now_utc();
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name.push(DnType::CommonName, "Safer Kingston Partnership development CA");
+    ca_params.distinguished_name.push(DnType::OrganizationName, "Safer Kingston Partnership (development)");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.not_before = now - Duration::hours(1);
+    ca_params.not_after = now + Duration::days(5 * 365);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write(dir, "ca.pem", &ca_cert.pem(), 0o644)?;
+    write(dir, "ca.key", &ca_key.serialize_pem(), 0o600)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let srv_key = KeyPair::generate()?;
+    let mut srv = CertificateParams::new(vec!["localhost".to_string()])?;
+    srv.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    srv.distinguished_name.push(DnType::CommonName, "skp-gateway");
+    srv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    srv.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    srv.not_before = now - Duration::hours(1);
+    srv.not_after = now + Duration::days(365);
+    let srv_cert = srv.signed_by(&srv_key, &issuer)?;
+    write(dir, "gateway.pem", &srv_cert.pem(), 0o644)?;
+    write(dir, "gateway.key", &srv_key.serialize_pem(), 0o600)?;
+
+    write(dir, "linkage.key", &format!("{}\n", skp_core::LinkageKey::generate_hex()), 0o600)?;
+
+    let mut agent_configs = Vec::new();
+    for id in KINGSTON_AGENCIES {
+        let agency = AgencyId::new(id)?;
+        let (cert, key) = issue_agent_cert(&issuer, &opts.trust_domain, &agency, now - Duration::hours(1), now + Duration::days(365))?;
+        write(dir, &format!("agents/{id}.pem"), &cert, 0o644)?;
+        write(dir, &format!("agents/{id}.key"), &key, 0o600)?;
+        let cfg = agent_config_text(id, &opts.listen);
+        let p = write(dir, &format!("agents/{id}.toml"), &cfg, 0o644)?;
+        agent_configs.push((agency, p));
+    }
+    let gateway_config = write(dir, "gateway.toml", &gateway_config_text(&opts.listen, &opts.trust_domain), 0o644)?;
+    Ok(DevPki { dir: dir.to_path_buf(), gateway_config, agent_configs })
+}
+
+/// Issues an agent client certificate (PEM cert, PEM key) with the agency's SPIFFE SAN URI.
+pub fn issue_agent_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    trust_domain: &str,
+    agency: &AgencyId,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, format!("agent {agency}"));
+    p.distinguished_name.push(DnType::OrganizationName, agency.as_str());
+    p.subject_alt_names = vec![SanType::URI(spiffe_uri(trust_domain, agency).try_into()?)];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = not_before;
+    p.not_after = not_after;
+    let cert = p.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Loads the CA of a dev PKI directory as an issuer (for tests and rotation tooling).
+pub fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).with_context(|| format!("cannot read {}/ca.pem", dir.display()))?;
+    let key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| format!("cannot read {}/ca.key", dir.display()))?;
+    let key = KeyPair::from_pem(&key_pem)?;
+    Ok(Issuer::from_ca_cert_pem(&ca_pem, key)?)
+}
+
+fn gateway_config_text(listen: &str, trust_domain: &str) -> String {
+    format!(
+        r#"# Gateway configuration made by `gateway dev-certs`. Paths are relative to this file.
+# Run: gateway serve --config {{this file}}
+listen = "{listen}"
+data_dir = "data"
+trust_domain = "{trust_domain}"
+# catalog_dir = "../policies/catalog"  # default: the catalog compiled into the binary
+
+[tls]
+ca = "ca.pem"
+cert = "gateway.pem"
+key = "gateway.key"
+# crl = "crl.pem"
+
+[limits]
+max_message_bytes = 4194304
+handshake_timeout_secs = 10
+
+[store]
+cache_mb = 64
+"#
+    )
+}
+
+fn agent_config_text(id: &str, listen: &str) -> String {
+    let port = listen.rsplit(':').next().unwrap_or("7443");
+    format!(
+        r#"# Agent configuration for {id}, made by `gateway dev-certs`. Paths are relative to this file.
+# Run: agent push --config {{this file}} --dataset DATASET FILE.csv
+agency = "{id}"
+gateway = "https://localhost:{port}"
+state_dir = "../agent-state/{id}"
+
+[tls]
+ca = "../ca.pem"
+cert = "{id}.pem"
+key = "{id}.key"
+
+[linkage_key]
+file = "../linkage.key"
+version = 1
+
+[push]
+batch_size = 1000
+retries = 3
+
+# Column mapping per dataset: catalog field = "source column". A dataset without a mapping
+# reads columns named exactly as the catalog fields.
+# [datasets.police_crime.columns]
+# crime_ref = "CRIS Ref"
+"#
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&p)
+        .with_context(|| format!("cannot create {}", p.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(p)
+}
