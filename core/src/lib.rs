@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod content;
 pub mod ids;
 pub mod normalise;
+pub mod pbconvert;
 pub mod token;
 
 pub use catalog::{Catalog, CatalogError, Dataset, Field, FieldClass, FieldType};

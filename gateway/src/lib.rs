@@ -1,1 +1,16 @@
-//! gateway library
+//! The partnership gateway: receives pseudonymised records from agency agents over mutual TLS,
+//! validates them against the catalog and stores them durably.
+//!
+//! Never holds the partnership linkage key and never sees a raw identifier.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod pki;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;
+pub mod validate;

@@ -486,7 +486,17 @@ mod tests {
     use super::*;
 
     fn rec(key: u8, hash: u8) -> NewRecord {
-        let stored = StoredRecord { dataset: "d".into(), ..Default::default() };
+        let stored = StoredRecord {
+            dataset: "d".into(),
+            record: Some(sharing_proto::v1::Record {
+                persons: vec![sharing_proto::v1::PersonRole {
+                    role: "person".into(),
+                    tokens: vec![sharing_proto::v1::TypedToken { kind: "nhs".into(), token: vec![key ^ 0x55; 32] }],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         NewRecord {
             dataset: "d".into(),
             record_key: [key; 32],

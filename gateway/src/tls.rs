@@ -88,6 +88,9 @@ pub fn accept_loop(
                 tracing::warn!(%peer, "connection refused: too many TLS handshakes in progress");
                 continue;
             };
+            if tx.is_closed() {
+                break;
+            }
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
@@ -101,9 +104,6 @@ pub fn accept_loop(
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                break;
-            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
