@@ -12,12 +12,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    let mut src = String::from("/// Embedded catalog files: (file name, contents).\npub const EMBEDDED: &[(&str, &str)] = &[\n");
+    let mut src = String::from(
+        "/// Embedded catalog files: (file name, contents).\npub const EMBEDDED: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let name = f.file_name().and_then(|n| n.to_str()).ok_or("bad file name")?;
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("bad file name")?;
         let abs = f.canonicalize()?;
-        writeln!(src, "    ({name:?}, include_str!({:?})),", abs.display().to_string())?;
+        writeln!(
+            src,
+            "    ({name:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )?;
     }
     src.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR")?).join("embedded_catalog.rs");

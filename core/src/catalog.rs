@@ -55,7 +55,12 @@ impl FieldType {
     pub fn is_identifier(self) -> bool {
         matches!(
             self,
-            Self::NhsNumber | Self::PncId | Self::Name | Self::Postcode | Self::Reference | Self::Uprn
+            Self::NhsNumber
+                | Self::PncId
+                | Self::Name
+                | Self::Postcode
+                | Self::Reference
+                | Self::Uprn
         )
     }
     const ALL: &'static [(&'static str, FieldType)] = &[
@@ -79,7 +84,11 @@ impl FieldType {
     }
     /// The catalog spelling.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("str")
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("str")
     }
 }
 
@@ -110,7 +119,11 @@ impl FieldClass {
     }
     /// The catalog spelling.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("operational")
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("operational")
     }
 }
 
@@ -199,11 +212,17 @@ pub struct Catalog {
 impl Catalog {
     /// The catalog compiled into this binary from `policies/catalog/`.
     pub fn embedded() -> Result<Self, CatalogError> {
-        Self::from_files(EMBEDDED.iter().map(|(n, t)| (format!("policies/catalog/{n}"), t.to_string())))
+        Self::from_files(
+            EMBEDDED
+                .iter()
+                .map(|(n, t)| (format!("policies/catalog/{n}"), t.to_string())),
+        )
     }
 
     /// Builds a catalog from `(file name, TOML text)` pairs, collecting every error.
-    pub fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Result<Self, CatalogError> {
+    pub fn from_files(
+        files: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, CatalogError> {
         let mut problems = Vec::new();
         let mut datasets = BTreeMap::new();
         let mut hasher = Sha256::new();
@@ -234,11 +253,15 @@ impl Catalog {
             problems.push(Problem {
                 file: "catalog".into(),
                 line: 0,
-                message: "no *.toml dataset files found; point `catalog_dir` at policies/catalog".into(),
+                message: "no *.toml dataset files found; point `catalog_dir` at policies/catalog"
+                    .into(),
             });
         }
         if problems.is_empty() {
-            Ok(Self { datasets, sha256: hex::encode(hasher.finalize()) })
+            Ok(Self {
+                datasets,
+                sha256: hex::encode(hasher.finalize()),
+            })
         } else {
             Err(CatalogError { problems })
         }
@@ -246,7 +269,9 @@ impl Catalog {
 
     /// A dataset by name.
     pub fn dataset(&self, name: &str) -> Option<&Dataset> {
-        DatasetName::new(name).ok().and_then(|n| self.datasets.get(&n))
+        DatasetName::new(name)
+            .ok()
+            .and_then(|n| self.datasets.get(&n))
     }
     /// All datasets, by name.
     pub fn datasets(&self) -> impl Iterator<Item = &Dataset> {
@@ -262,7 +287,10 @@ impl Catalog {
     }
     /// Builds a catalog directly from validated datasets (e.g. received from the gateway).
     pub fn from_datasets(datasets: Vec<Dataset>, sha256: String) -> Self {
-        Self { datasets: datasets.into_iter().map(|d| (d.name.clone(), d)).collect(), sha256 }
+        Self {
+            datasets: datasets.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            sha256,
+        }
     }
 }
 
@@ -292,7 +320,11 @@ pub struct CatalogError {
 
 impl fmt::Display for CatalogError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the dataset catalog has {} problem(s):", self.problems.len())?;
+        writeln!(
+            f,
+            "the dataset catalog has {} problem(s):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  {p}")?;
         }
@@ -338,17 +370,29 @@ struct RawRole {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
     let raw: RawDataset = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        vec![Problem { file: file.into(), line, message: e.message().trim().to_string() }]
+        vec![Problem {
+            file: file.into(),
+            line,
+            message: e.message().trim().to_string(),
+        }]
     })?;
     let mut problems = Vec::new();
     let mut err = |span: std::ops::Range<usize>, message: String| {
-        problems.push(Problem { file: file.into(), line: line_of(text, span.start), message })
+        problems.push(Problem {
+            file: file.into(),
+            line: line_of(text, span.start),
+            message,
+        })
     };
 
     let name = DatasetName::new(raw.name.get_ref().clone());
@@ -357,7 +401,13 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
     }
     let expected_file = format!("{}.toml", raw.name.get_ref());
     if !file.ends_with(&expected_file) {
-        err(raw.name.span(), format!("dataset \"{}\" must live in a file named {expected_file}", raw.name.get_ref()));
+        err(
+            raw.name.span(),
+            format!(
+                "dataset \"{}\" must live in a file named {expected_file}",
+                raw.name.get_ref()
+            ),
+        );
     }
     let owner = AgencyId::new(raw.owner.get_ref().clone());
     if let Err(e) = &owner {
@@ -375,7 +425,10 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
             }
         };
         if !seen.insert(fname.clone()) {
-            err(rf.name.span(), format!("field \"{fname}\" is defined twice; remove one"));
+            err(
+                rf.name.span(),
+                format!("field \"{fname}\" is defined twice; remove one"),
+            );
         }
         let Some(ty) = FieldType::parse(rf.ty.get_ref()) else {
             let names: Vec<&str> = FieldType::ALL.iter().map(|(n, _)| *n).collect();
@@ -414,15 +467,27 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
         }
         let has_values = matches!(ty, FieldType::Enum | FieldType::Set);
         if has_values && rf.values.is_empty() {
-            err(rf.ty.span(), format!("field \"{fname}\": type {} needs a non-empty `values` list", ty.as_str()));
+            err(
+                rf.ty.span(),
+                format!(
+                    "field \"{fname}\": type {} needs a non-empty `values` list",
+                    ty.as_str()
+                ),
+            );
         }
         if !has_values && !rf.values.is_empty() {
-            err(rf.ty.span(), format!("field \"{fname}\": `values` is only for enum and set fields; remove it"));
+            err(
+                rf.ty.span(),
+                format!("field \"{fname}\": `values` is only for enum and set fields; remove it"),
+            );
         }
         let mut vals = BTreeSet::new();
         for v in &rf.values {
             if !vals.insert(v) {
-                err(rf.ty.span(), format!("field \"{fname}\": value {v:?} is listed twice"));
+                err(
+                    rf.ty.span(),
+                    format!("field \"{fname}\": value {v:?} is listed twice"),
+                );
             }
         }
         fields.push(Field {
@@ -437,7 +502,10 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
     }
 
     let field_names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-    let resolve = |names: &[String], span: std::ops::Range<usize>, what: &str, problems: &mut Vec<Problem>| {
+    let resolve = |names: &[String],
+                   span: std::ops::Range<usize>,
+                   what: &str,
+                   problems: &mut Vec<Problem>| {
         let mut out = Vec::new();
         for n in names {
             match fields.iter().find(|f| f.name.as_str() == n) {
@@ -445,13 +513,17 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
                 None => problems.push(Problem {
                     file: file.into(),
                     line: line_of(text, span.start),
-                    message: format!("{what}: unknown field \"{n}\"{}; declare it under [[fields]]", suggest(n, &field_names)),
+                    message: format!(
+                        "{what}: unknown field \"{n}\"{}; declare it under [[fields]]",
+                        suggest(n, &field_names)
+                    ),
                 }),
             }
         }
         out
     };
-    let fields_by_name: Vec<(FieldName, FieldType)> = fields.iter().map(|f| (f.name.clone(), f.ty)).collect();
+    let fields_by_name: Vec<(FieldName, FieldType)> =
+        fields.iter().map(|f| (f.name.clone(), f.ty)).collect();
     let mut later = Vec::new();
     if raw.record_key.get_ref().is_empty() {
         later.push(Problem {
@@ -460,7 +532,12 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
             message: "record_key must name at least one field".into(),
         });
     }
-    let record_key = resolve(raw.record_key.get_ref(), raw.record_key.span(), "record_key", &mut later);
+    let record_key = resolve(
+        raw.record_key.get_ref(),
+        raw.record_key.span(),
+        "record_key",
+        &mut later,
+    );
     let mut roles = Vec::new();
     for rr in &raw.roles {
         let mut tokens = Vec::new();
@@ -498,9 +575,15 @@ fn parse_dataset(file: &str, text: &str) -> Result<Dataset, Vec<Problem>> {
                     message: format!("{what}: {shape}"),
                 });
             }
-            tokens.push(TokenRecipe { kind: kind.clone(), fields });
+            tokens.push(TokenRecipe {
+                kind: kind.clone(),
+                fields,
+            });
         }
-        roles.push(Role { name: rr.name.get_ref().clone(), tokens });
+        roles.push(Role {
+            name: rr.name.get_ref().clone(),
+            tokens,
+        });
     }
     problems.append(&mut later);
 
@@ -530,7 +613,10 @@ fn recipe_shape_problem(
         "pnc" => (&[T::PncId], "one pnc_id field"),
         "uprn" => (&[T::Uprn], "one uprn field"),
         "ref" => (&[T::Reference], "one reference field"),
-        "demo" => (&[T::Name, T::Name, T::Date, T::Enum], "surname (name), forename (name), date of birth (date), sex (enum), in that order"),
+        "demo" => (
+            &[T::Name, T::Name, T::Date, T::Enum],
+            "surname (name), forename (name), date of birth (date), sex (enum), in that order",
+        ),
         _ => return None,
     };
     let got: Vec<Option<FieldType>> = fields.iter().map(&ty).collect();
@@ -555,7 +641,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -602,7 +690,8 @@ values = ["a", "b"]
 
     #[test]
     fn parses_a_good_dataset() {
-        let c = Catalog::from_files([("demo_set.toml".to_string(), GOOD.to_string())]).expect("valid");
+        let c =
+            Catalog::from_files([("demo_set.toml".to_string(), GOOD.to_string())]).expect("valid");
         let d = c.dataset("demo_set").expect("present");
         assert_eq!(d.sent_fields().count(), 1);
         assert_eq!(d.roles[0].tokens[0].kind, "nhs");
@@ -628,7 +717,10 @@ values = ["a", "b"]
 
     #[test]
     fn identifier_must_be_direct() {
-        let bad = GOOD.replace("type = \"nhs_number\"\nclass = \"direct\"", "type = \"nhs_number\"\nclass = \"quasi\"");
+        let bad = GOOD.replace(
+            "type = \"nhs_number\"\nclass = \"direct\"",
+            "type = \"nhs_number\"\nclass = \"quasi\"",
+        );
         let e = Catalog::from_files([("demo_set.toml".to_string(), bad)]).expect_err("invalid");
         assert!(e.to_string().contains("must have class \"direct\""), "{e}");
     }

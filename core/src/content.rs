@@ -4,8 +4,8 @@
 //! with values in the dataset's catalog order of sent fields (a missing value is encoded as
 //! null). Persons are hashed in the order given; the agent sends them in catalog role order.
 
-use sharing_proto::v1::{PersonRole, Value, value::Kind};
 use sha2::{Digest, Sha256};
+use sharing_proto::v1::{PersonRole, Value, value::Kind};
 
 const CONTENT_DOMAIN: &[u8] = b"skp-content-v1";
 
@@ -74,17 +74,37 @@ mod tests {
     use super::*;
 
     fn text(s: &str) -> Value {
-        Value { kind: Some(Kind::Text(s.into())) }
+        Value {
+            kind: Some(Kind::Text(s.into())),
+        }
     }
 
     #[test]
     fn any_change_changes_the_hash() {
         let base = content_hash("d", 1, &[1; 32], &[], &[text("a"), Value { kind: None }]);
-        assert_ne!(base, content_hash("d", 2, &[1; 32], &[], &[text("a"), Value { kind: None }]));
-        assert_ne!(base, content_hash("e", 1, &[1; 32], &[], &[text("a"), Value { kind: None }]));
-        assert_ne!(base, content_hash("d", 1, &[2; 32], &[], &[text("a"), Value { kind: None }]));
-        assert_ne!(base, content_hash("d", 1, &[1; 32], &[], &[Value { kind: None }, text("a")]));
-        assert_ne!(base, content_hash("d", 1, &[1; 32], &[], &[text("a"), text("")]));
-        assert_eq!(base, content_hash("d", 1, &[1; 32], &[], &[text("a"), Value { kind: None }]));
+        assert_ne!(
+            base,
+            content_hash("d", 2, &[1; 32], &[], &[text("a"), Value { kind: None }])
+        );
+        assert_ne!(
+            base,
+            content_hash("e", 1, &[1; 32], &[], &[text("a"), Value { kind: None }])
+        );
+        assert_ne!(
+            base,
+            content_hash("d", 1, &[2; 32], &[], &[text("a"), Value { kind: None }])
+        );
+        assert_ne!(
+            base,
+            content_hash("d", 1, &[1; 32], &[], &[Value { kind: None }, text("a")])
+        );
+        assert_ne!(
+            base,
+            content_hash("d", 1, &[1; 32], &[], &[text("a"), text("")])
+        );
+        assert_eq!(
+            base,
+            content_hash("d", 1, &[1; 32], &[], &[text("a"), Value { kind: None }])
+        );
     }
 }

@@ -8,7 +8,8 @@ use std::fmt;
 pub const TRUST_DOMAIN: &str = "kingston.skp";
 
 /// Agencies of the shipped Kingston configuration.
-pub const KINGSTON_AGENCIES: [&str; 5] = ["met-police", "rbk-council", "lfb", "probation", "swl-icb"];
+pub const KINGSTON_AGENCIES: [&str; 5] =
+    ["met-police", "rbk-council", "lfb", "probation", "swl-icb"];
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -60,7 +61,9 @@ name_type!(
 
 /// A name that is not a lower-case slug.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind} must be 1-64 characters of a-z, 0-9, '-' or '_' (got {value_len} characters that are not)")]
+#[error(
+    "{kind} must be 1-64 characters of a-z, 0-9, '-' or '_' (got {value_len} characters that are not)"
+)]
 pub struct InvalidName {
     kind: &'static str,
     value_len: usize,
@@ -69,7 +72,8 @@ pub struct InvalidName {
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Reads the agency from a SPIFFE URI `spiffe://<trust-domain>/agency/<agency-id>`.

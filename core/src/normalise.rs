@@ -27,7 +27,9 @@ pub enum NormaliseError {
 pub fn nhs_number(raw: &str) -> Result<String, NormaliseError> {
     let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(NormaliseError::Shape("NHS number must be 10 digits, e.g. 943 476 5919"));
+        return Err(NormaliseError::Shape(
+            "NHS number must be 10 digits, e.g. 943 476 5919",
+        ));
     }
     if nhs_check_ok(digits.as_bytes()) {
         Ok(digits)
@@ -41,7 +43,11 @@ pub fn nhs_check_ok(d: &[u8]) -> bool {
     if d.len() != 10 {
         return false;
     }
-    let sum: u32 = d[..9].iter().enumerate().map(|(i, b)| u32::from(b - b'0') * (10 - i as u32)).sum();
+    let sum: u32 = d[..9]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| u32::from(b - b'0') * (10 - i as u32))
+        .sum();
     let check = match 11 - (sum % 11) {
         11 => 0,
         10 => return false,
@@ -59,12 +65,18 @@ static PNC_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
 /// PNC id: canonical `YYYY/NNNNNNNC` with a valid mod-23 check letter. The short form `YY/N…C`
 /// is expanded with a pivot: `00`–`39` → 20YY, `40`–`99` → 19YY.
 pub fn pnc_id(raw: &str) -> Result<String, NormaliseError> {
-    let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
-    let caps = PNC_RE
-        .captures(&s)
-        .ok_or(NormaliseError::Shape("PNC id must look like YYYY/NNNNNNNC or YY/NNNNNNNC"))?;
+    let s: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let caps = PNC_RE.captures(&s).ok_or(NormaliseError::Shape(
+        "PNC id must look like YYYY/NNNNNNNC or YY/NNNNNNNC",
+    ))?;
     let year = &caps[1];
-    let serial: u32 = caps[2].parse().map_err(|_| NormaliseError::Shape("PNC serial must be digits"))?;
+    let serial: u32 = caps[2]
+        .parse()
+        .map_err(|_| NormaliseError::Shape("PNC serial must be digits"))?;
     let letter = caps[3].as_bytes()[0];
     let yy = &year[year.len() - 2..];
     let full_year = if year.len() == 4 {
@@ -107,7 +119,11 @@ static POSTCODE_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
 
 /// UK postcode in PCDS form: upper-case, one space before the inward code.
 pub fn postcode(raw: &str) -> Result<String, NormaliseError> {
-    let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+    let s: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
     if !POSTCODE_RE.is_match(&s) {
         return Err(NormaliseError::Shape("postcode must look like KT1 1EE"));
     }
@@ -121,16 +137,24 @@ pub fn uprn(raw: &str) -> Result<String, NormaliseError> {
     if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NormaliseError::Shape("UPRN must be 1-12 digits"));
     }
-    let n: u64 = s.parse().map_err(|_| NormaliseError::Shape("UPRN must be 1-12 digits"))?;
+    let n: u64 = s
+        .parse()
+        .map_err(|_| NormaliseError::Shape("UPRN must be 1-12 digits"))?;
     if n == 0 {
-        return Err(NormaliseError::Shape("UPRN 0 means redacted; leave the cell empty instead"));
+        return Err(NormaliseError::Shape(
+            "UPRN 0 means redacted; leave the cell empty instead",
+        ));
     }
     Ok(n.to_string())
 }
 
 /// A case or record reference: trimmed, upper-case, inner whitespace collapsed, 1–64 characters.
 pub fn reference(raw: &str) -> Result<String, NormaliseError> {
-    let out = raw.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
+    let out = raw
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
     if out.is_empty() || out.chars().count() > 64 {
         return Err(NormaliseError::Shape("reference must be 1-64 characters"));
     }
@@ -143,7 +167,12 @@ pub fn date(raw: &str) -> Result<String, NormaliseError> {
     let (y, m, d) = split_date(raw.trim())?;
     let month = time::Month::try_from(m).map_err(|_| NormaliseError::Calendar)?;
     let date = time::Date::from_calendar_date(y, month, d).map_err(|_| NormaliseError::Calendar)?;
-    Ok(format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()))
+    Ok(format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    ))
 }
 
 const DATE_SHAPE: &str = "date must be YYYY-MM-DD or DD/MM/YYYY";
@@ -159,14 +188,20 @@ fn split_date(s: &str) -> Result<(i32, u8, u8), NormaliseError> {
     let (y, m, d) = match parts.as_slice() {
         [y, m, d] if y.len() == 4 && m.len() <= 2 && d.len() <= 2 => (num(y)?, num(m)?, num(d)?),
         [d, m, y] if y.len() == 4 && m.len() <= 2 && d.len() <= 2 => (num(y)?, num(m)?, num(d)?),
-        [one] if one.len() == 8 && one.is_ascii() => (num(&one[..4])?, num(&one[4..6])?, num(&one[6..])?),
+        [one] if one.len() == 8 && one.is_ascii() => {
+            (num(&one[..4])?, num(&one[4..6])?, num(&one[6..])?)
+        }
         _ => return Err(NormaliseError::Shape(DATE_SHAPE)),
     };
     let y = i32::try_from(y).map_err(|_| NormaliseError::Calendar)?;
     if !(1800..=2200).contains(&y) {
         return Err(NormaliseError::Calendar);
     }
-    Ok((y, u8::try_from(m).map_err(|_| NormaliseError::Calendar)?, u8::try_from(d).map_err(|_| NormaliseError::Calendar)?))
+    Ok((
+        y,
+        u8::try_from(m).map_err(|_| NormaliseError::Calendar)?,
+        u8::try_from(d).map_err(|_| NormaliseError::Calendar)?,
+    ))
 }
 
 /// A local date and time as `YYYY-MM-DDTHH:MM:SS`. The date part takes the forms of [`date`];
@@ -174,7 +209,9 @@ fn split_date(s: &str) -> Result<(i32, u8, u8), NormaliseError> {
 pub fn datetime(raw: &str) -> Result<String, NormaliseError> {
     const SHAPE: &str = "datetime must be YYYY-MM-DDTHH:MM[:SS] or DD/MM/YYYY HH:MM[:SS]";
     let s = raw.trim();
-    let (d, t) = s.split_once(['T', ' ']).ok_or(NormaliseError::Shape(SHAPE))?;
+    let (d, t) = s
+        .split_once(['T', ' '])
+        .ok_or(NormaliseError::Shape(SHAPE))?;
     let d = date(d)?;
     let parts: Vec<&str> = t.trim().split(':').collect();
     let p = |x: &str| -> Result<u8, NormaliseError> {
@@ -206,11 +243,14 @@ static RAW_NHS_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"(?:^|[^0-9])(\d{3}[ -]?\d{3}[ -]?\d{4})(?:$|[^0-9])").expect("static regex")
 });
 static RAW_PNC_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"(?i)(?:^|[^0-9])((?:\d{2}|\d{4})/\d{1,7}[A-Z])(?:$|[^A-Z0-9])").expect("static regex")
+    regex::Regex::new(r"(?i)(?:^|[^0-9])((?:\d{2}|\d{4})/\d{1,7}[A-Z])(?:$|[^A-Z0-9])")
+        .expect("static regex")
 });
 static RAW_POSTCODE_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"(?i)(?:^|[^A-Z0-9])([A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})(?:$|[^A-Z0-9])")
-        .expect("static regex")
+    regex::Regex::new(
+        r"(?i)(?:^|[^A-Z0-9])([A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})(?:$|[^A-Z0-9])",
+    )
+    .expect("static regex")
 });
 
 /// The kind of direct identifier a text value appears to contain, if any: a valid NHS number,
@@ -244,8 +284,14 @@ mod tests {
         assert_eq!(nhs_number("943 476 5919").as_deref(), Ok("9434765919"));
         assert_eq!(nhs_number("943-476-5919").as_deref(), Ok("9434765919"));
         assert_eq!(nhs_number("9434765918"), Err(NormaliseError::NhsCheckDigit));
-        assert!(matches!(nhs_number("94347659"), Err(NormaliseError::Shape(_))));
-        assert!(matches!(nhs_number("94347659AB"), Err(NormaliseError::Shape(_))));
+        assert!(matches!(
+            nhs_number("94347659"),
+            Err(NormaliseError::Shape(_))
+        ));
+        assert!(matches!(
+            nhs_number("94347659AB"),
+            Err(NormaliseError::Shape(_))
+        ));
     }
 
     #[test]
@@ -254,10 +300,19 @@ mod tests {
         let letter = pnc_check_letter("19", 123456) as char;
         let good = format!("2019/0123456{letter}");
         assert_eq!(pnc_id(&good).as_deref(), Ok(good.as_str()));
-        assert_eq!(pnc_id(&format!("19/123456{letter}")).as_deref(), Ok(good.as_str()));
-        assert_eq!(pnc_id(&format!("19/123456{}", letter.to_ascii_lowercase())).as_deref(), Ok(good.as_str()));
+        assert_eq!(
+            pnc_id(&format!("19/123456{letter}")).as_deref(),
+            Ok(good.as_str())
+        );
+        assert_eq!(
+            pnc_id(&format!("19/123456{}", letter.to_ascii_lowercase())).as_deref(),
+            Ok(good.as_str())
+        );
         let wrong = if letter == 'A' { 'B' } else { 'A' };
-        assert_eq!(pnc_id(&format!("2019/0123456{wrong}")), Err(NormaliseError::PncCheckLetter));
+        assert_eq!(
+            pnc_id(&format!("2019/0123456{wrong}")),
+            Err(NormaliseError::PncCheckLetter)
+        );
         assert!(pnc_id("hello").is_err());
     }
 
@@ -283,8 +338,14 @@ mod tests {
         assert_eq!(date("20240714").as_deref(), Ok("2024-07-14"));
         assert_eq!(date("2024-02-30"), Err(NormaliseError::Calendar));
         assert!(date("July 14").is_err());
-        assert_eq!(datetime("2024-07-14T23:40").as_deref(), Ok("2024-07-14T23:40:00"));
-        assert_eq!(datetime("14/07/2024 23:40:05").as_deref(), Ok("2024-07-14T23:40:05"));
+        assert_eq!(
+            datetime("2024-07-14T23:40").as_deref(),
+            Ok("2024-07-14T23:40:00")
+        );
+        assert_eq!(
+            datetime("14/07/2024 23:40:05").as_deref(),
+            Ok("2024-07-14T23:40:05")
+        );
         assert_eq!(datetime("2024-07-14T24:40"), Err(NormaliseError::Calendar));
         assert!(is_canonical_date("2024-07-14"));
         assert!(!is_canonical_date("14/07/2024"));
@@ -294,12 +355,21 @@ mod tests {
 
     #[test]
     fn raw_identifiers_are_spotted() {
-        assert_eq!(raw_identifier_in("seen by 943 476 5919 today"), Some("an NHS number"));
+        assert_eq!(
+            raw_identifier_in("seen by 943 476 5919 today"),
+            Some("an NHS number")
+        );
         assert_eq!(raw_identifier_in("9434765919"), Some("an NHS number"));
         assert_eq!(raw_identifier_in("9434765918"), None);
         let letter = pnc_check_letter("19", 123456) as char;
-        assert_eq!(raw_identifier_in(&format!("pnc 19/123456{letter}")), Some("a PNC id"));
-        assert_eq!(raw_identifier_in("outside 12 High St KT1 1EE"), Some("a full postcode"));
+        assert_eq!(
+            raw_identifier_in(&format!("pnc 19/123456{letter}")),
+            Some("a PNC id")
+        );
+        assert_eq!(
+            raw_identifier_in("outside 12 High St KT1 1EE"),
+            Some("a full postcode")
+        );
         assert_eq!(raw_identifier_in("outside Oceana, Clarence St"), None);
         assert_eq!(raw_identifier_in("Scooter"), None);
     }

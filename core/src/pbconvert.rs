@@ -33,7 +33,10 @@ pub fn dataset_to_pb(d: &Dataset) -> pb::DatasetSchema {
                 tokens: r
                     .tokens
                     .iter()
-                    .map(|t| pb::TokenRecipe { kind: t.kind.clone(), fields: t.fields.iter().map(|f| f.to_string()).collect() })
+                    .map(|t| pb::TokenRecipe {
+                        kind: t.kind.clone(),
+                        fields: t.fields.iter().map(|f| f.to_string()).collect(),
+                    })
                     .collect(),
             })
             .collect(),
@@ -69,9 +72,19 @@ pub fn dataset_from_pb(d: &pb::DatasetSchema) -> Result<Dataset, String> {
     for r in &d.roles {
         let mut tokens = Vec::new();
         for t in &r.tokens {
-            tokens.push(TokenRecipe { kind: t.kind.clone(), fields: t.fields.iter().map(|f| fname(f)).collect::<Result<_, _>>()? });
+            tokens.push(TokenRecipe {
+                kind: t.kind.clone(),
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|f| fname(f))
+                    .collect::<Result<_, _>>()?,
+            });
         }
-        roles.push(Role { name: r.name.clone(), tokens });
+        roles.push(Role {
+            name: r.name.clone(),
+            tokens,
+        });
     }
     Ok(Dataset {
         owner: AgencyId::new(d.owner.clone()).map_err(|e| e.to_string())?,
@@ -79,7 +92,11 @@ pub fn dataset_from_pb(d: &pb::DatasetSchema) -> Result<Dataset, String> {
         description: d.description.clone(),
         fields,
         roles,
-        record_key: d.record_key.iter().map(|f| fname(f)).collect::<Result<_, _>>()?,
+        record_key: d
+            .record_key
+            .iter()
+            .map(|f| fname(f))
+            .collect::<Result<_, _>>()?,
         name,
     })
 }
@@ -101,7 +118,11 @@ const TYPES: &[(FieldType, pb::FieldType)] = &[
 ];
 
 fn type_to_pb(t: FieldType) -> pb::FieldType {
-    TYPES.iter().find(|(a, _)| *a == t).map(|(_, b)| *b).unwrap_or(pb::FieldType::Unspecified)
+    TYPES
+        .iter()
+        .find(|(a, _)| *a == t)
+        .map(|(_, b)| *b)
+        .unwrap_or(pb::FieldType::Unspecified)
 }
 
 fn type_from_pb(t: pb::FieldType) -> Option<FieldType> {

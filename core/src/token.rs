@@ -50,14 +50,18 @@ impl fmt::Debug for LinkageKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The text is not 64 hexadecimal characters.
-    #[error("a linkage key file must hold exactly 64 hexadecimal characters (256 bits); make one with `gateway dev-certs`")]
+    #[error(
+        "a linkage key file must hold exactly 64 hexadecimal characters (256 bits); make one with `gateway dev-certs`"
+    )]
     Format,
 }
 
 impl LinkageKey {
     /// A key from 32 raw bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
-        Self { mac: HmacSha256::new_from_slice(bytes).expect("HMAC accepts any key length") }
+        Self {
+            mac: HmacSha256::new_from_slice(bytes).expect("HMAC accepts any key length"),
+        }
     }
 
     /// A key from the text of a key file: 64 hex characters, surrounding whitespace ignored.
@@ -107,7 +111,10 @@ mod tests {
     fn debug_is_redacted() {
         let k = LinkageKey::from_bytes(&[7; 32]);
         assert_eq!(format!("{k:?}"), "LinkageKey(<redacted>)");
-        assert_eq!(format!("{:?}", k.token("nhs", &["9434765919"])), "Token(<redacted>)");
+        assert_eq!(
+            format!("{:?}", k.token("nhs", &["9434765919"])),
+            "Token(<redacted>)"
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub fn peer_agency<T>(req: &Request<T>, trust_domain: &str) -> Result<PeerAgency
         Some(a) => Ok(PeerAgency(a)),
         None => {
             tracing::warn!(peer = ?req.remote_addr(), "client certificate names no agency of this trust domain");
-            Err(Status::unauthenticated("the client certificate names no agency of this partnership"))
+            Err(Status::unauthenticated(
+                "the client certificate names no agency of this partnership",
+            ))
         }
     }
 }

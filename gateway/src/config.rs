@@ -93,12 +93,24 @@ impl GatewayConfig {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1)
+                .map(|s| {
+                    text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1
+                })
                 .unwrap_or(0);
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             anyhow::anyhow!(
                 "{}: listen = {:?} is not an address; write it as IP:PORT, e.g. \"127.0.0.1:7443\"",
@@ -106,9 +118,15 @@ impl GatewayConfig {
                 raw.listen
             )
         })?;
-        let max_message_bytes = raw.limits.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        let max_message_bytes = raw
+            .limits
+            .max_message_bytes
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
-            bail!("{}: limits.max_message_bytes must be between 1024 and 67108864", path.display());
+            bail!(
+                "{}: limits.max_message_bytes must be between 1024 and 67108864",
+                path.display()
+            );
         }
         Ok(Self {
             listen,
@@ -120,7 +138,9 @@ impl GatewayConfig {
             key: rel(&raw.tls.key),
             crl: raw.tls.crl.as_deref().map(rel),
             max_message_bytes,
-            handshake_timeout: std::time::Duration::from_secs(raw.limits.handshake_timeout_secs.unwrap_or(10)),
+            handshake_timeout: std::time::Duration::from_secs(
+                raw.limits.handshake_timeout_secs.unwrap_or(10),
+            ),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(1024),
             cache_mb: raw.store.cache_mb.unwrap_or(64),
         })
@@ -132,10 +152,13 @@ impl GatewayConfig {
             None => Ok(skp_core::Catalog::embedded()?),
             Some(dir) => {
                 let mut files = Vec::new();
-                for e in std::fs::read_dir(dir).with_context(|| format!("cannot read catalog_dir {}", dir.display()))? {
+                for e in std::fs::read_dir(dir)
+                    .with_context(|| format!("cannot read catalog_dir {}", dir.display()))?
+                {
                     let p = e?.path();
                     if p.extension().is_some_and(|x| x == "toml") {
-                        let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                        let t = std::fs::read_to_string(&p)
+                            .with_context(|| format!("cannot read {}", p.display()))?;
                         files.push((p.display().to_string(), t));
                     }
                 }
@@ -169,7 +192,8 @@ mod tests {
 
     #[test]
     fn bad_listen_says_how_to_fix() {
-        let text = "listen = \"localhost\"\ndata_dir = \"d\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let text =
+            "listen = \"localhost\"\ndata_dir = \"d\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
         let e = GatewayConfig::parse(Path::new("g.toml"), text).expect_err("bad");
         assert!(e.to_string().contains("IP:PORT"), "{e}");
     }

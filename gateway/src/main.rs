@@ -50,9 +50,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    init_tracing();
-    gateway::tls::install_crypto_provider();
     let cli = Cli::parse();
+    init_tracing(if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    });
+    gateway::tls::install_crypto_provider();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -69,12 +73,22 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(gateway::server::serve(&cfg, listen))
         }
         Command::DevCerts { out, listen, force } => {
-            let opts = gateway::pki::DevPkiOptions { listen, force, ..Default::default() };
+            let opts = gateway::pki::DevPkiOptions {
+                listen,
+                force,
+                ..Default::default()
+            };
             let pki = gateway::pki::make_dev_pki(&out, &opts)?;
             println!("development PKI written to {}", pki.dir.display());
-            println!("  gateway: gateway serve --config {}", pki.gateway_config.display());
+            println!(
+                "  gateway: gateway serve --config {}",
+                pki.gateway_config.display()
+            );
             for (agency, cfg) in &pki.agent_configs {
-                println!("  {agency}: agent push --config {} --dataset DATASET FILE", cfg.display());
+                println!(
+                    "  {agency}: agent push --config {} --dataset DATASET FILE",
+                    cfg.display()
+                );
             }
             Ok(())
         }
@@ -83,11 +97,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
-fn init_tracing() {
+fn init_tracing(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sled=warn,h2=warn,tower=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sled=warn,h2=warn,tower=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use skp_core::AgencyId;
 use skp_core::ids::{KINGSTON_AGENCIES, spiffe_uri};
@@ -37,7 +37,11 @@ pub struct DevPkiOptions {
 
 impl Default for DevPkiOptions {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7443".into(), trust_domain: skp_core::TRUST_DOMAIN.into(), force: false }
+        Self {
+            listen: "127.0.0.1:7443".into(),
+            trust_domain: skp_core::TRUST_DOMAIN.into(),
+            force: false,
+        }
     }
 }
 
@@ -49,15 +53,26 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir.join("agents")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("agents"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let now = OffsetDateTime::now_utc();
 
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name.push(DnType::CommonName, "Safer Kingston Partnership development CA");
-    ca_params.distinguished_name.push(DnType::OrganizationName, "Safer Kingston Partnership (development)");
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        "Safer Kingston Partnership development CA",
+    );
+    ca_params.distinguished_name.push(
+        DnType::OrganizationName,
+        "Safer Kingston Partnership (development)",
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca_params.not_before = now - Duration::hours(1);
     ca_params.not_after = now + Duration::days(5 * 365);
     let ca_cert = ca_params.self_signed(&ca_key)?;
@@ -67,8 +82,10 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
 
     let srv_key = KeyPair::generate()?;
     let mut srv = CertificateParams::new(vec!["localhost".to_string()])?;
-    srv.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-    srv.distinguished_name.push(DnType::CommonName, "skp-gateway");
+    srv.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    srv.distinguished_name
+        .push(DnType::CommonName, "skp-gateway");
     srv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     srv.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     srv.not_before = now - Duration::hours(1);
@@ -77,20 +94,40 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
     write(dir, "gateway.pem", &srv_cert.pem(), 0o644)?;
     write(dir, "gateway.key", &srv_key.serialize_pem(), 0o600)?;
 
-    write(dir, "linkage.key", &format!("{}\n", skp_core::LinkageKey::generate_hex()), 0o600)?;
+    write(
+        dir,
+        "linkage.key",
+        &format!("{}\n", skp_core::LinkageKey::generate_hex()),
+        0o600,
+    )?;
 
     let mut agent_configs = Vec::new();
     for id in KINGSTON_AGENCIES {
         let agency = AgencyId::new(id)?;
-        let (cert, key) = issue_agent_cert(&issuer, &opts.trust_domain, &agency, now - Duration::hours(1), now + Duration::days(365))?;
+        let (cert, key) = issue_agent_cert(
+            &issuer,
+            &opts.trust_domain,
+            &agency,
+            now - Duration::hours(1),
+            now + Duration::days(365),
+        )?;
         write(dir, &format!("agents/{id}.pem"), &cert, 0o644)?;
         write(dir, &format!("agents/{id}.key"), &key, 0o600)?;
         let cfg = agent_config_text(id, &opts.listen);
         let p = write(dir, &format!("agents/{id}.toml"), &cfg, 0o644)?;
         agent_configs.push((agency, p));
     }
-    let gateway_config = write(dir, "gateway.toml", &gateway_config_text(&opts.listen, &opts.trust_domain), 0o644)?;
-    Ok(DevPki { dir: dir.to_path_buf(), gateway_config, agent_configs })
+    let gateway_config = write(
+        dir,
+        "gateway.toml",
+        &gateway_config_text(&opts.listen, &opts.trust_domain),
+        0o644,
+    )?;
+    Ok(DevPki {
+        dir: dir.to_path_buf(),
+        gateway_config,
+        agent_configs,
+    })
 }
 
 /// Issues an agent client certificate (PEM cert, PEM key) with the agency's SPIFFE SAN URI.
@@ -103,8 +140,10 @@ pub fn issue_agent_cert(
 ) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, format!("agent {agency}"));
-    p.distinguished_name.push(DnType::OrganizationName, agency.as_str());
+    p.distinguished_name
+        .push(DnType::CommonName, format!("agent {agency}"));
+    p.distinguished_name
+        .push(DnType::OrganizationName, agency.as_str());
     p.subject_alt_names = vec![SanType::URI(spiffe_uri(trust_domain, agency).try_into()?)];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -116,8 +155,10 @@ pub fn issue_agent_cert(
 
 /// Loads the CA of a dev PKI directory as an issuer (for tests and rotation tooling).
 pub fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
-    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).with_context(|| format!("cannot read {}/ca.pem", dir.display()))?;
-    let key_pem = std::fs::read_to_string(dir.join("ca.key")).with_context(|| format!("cannot read {}/ca.key", dir.display()))?;
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem"))
+        .with_context(|| format!("cannot read {}/ca.pem", dir.display()))?;
+    let key_pem = std::fs::read_to_string(dir.join("ca.key"))
+        .with_context(|| format!("cannot read {}/ca.key", dir.display()))?;
     let key = KeyPair::from_pem(&key_pem)?;
     Ok(Issuer::from_ca_cert_pem(&ca_pem, key)?)
 }

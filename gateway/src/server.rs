@@ -41,23 +41,37 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
     let catalog = Arc::new(config.load_catalog()?);
     let store = Store::open(&config.data_dir, config.cache_mb)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let tls = crate::tls::server_config(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
+    let tls =
+        crate::tls::server_config(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
     let addr = listen.unwrap_or(config.listen);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AgentServiceServer<AgentSvc>>().await;
+    health_reporter
+        .set_serving::<AgentServiceServer<AgentSvc>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sharing_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let agent = AgentServiceServer::new(AgentSvc::new(catalog.clone(), store.clone(), config.trust_domain.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let agent = AgentServiceServer::new(AgentSvc::new(
+        catalog.clone(),
+        store.clone(),
+        config.trust_domain.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
 
-    let incoming = crate::tls::accept_loop(listener, tls, config.handshake_timeout, config.max_handshakes);
+    let incoming = crate::tls::accept_loop(
+        listener,
+        tls,
+        config.handshake_timeout,
+        config.max_handshakes,
+    );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .timeout(std::time::Duration::from_secs(600))
@@ -74,7 +88,12 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
             .context("gRPC server failed")
     });
     tracing::info!(%addr, datasets, catalog_sha256 = %catalog.sha256(), "gateway listening");
-    Ok(RunningGateway { addr, store, stop: Some(stop_tx), task })
+    Ok(RunningGateway {
+        addr,
+        store,
+        stop: Some(stop_tx),
+        task,
+    })
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then shuts down cleanly.

@@ -80,7 +80,9 @@ pub struct WithdrawCounts {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A write, flush or fsync failed earlier; the store refuses writes until restarted.
-    #[error("the store failed to write durably and refuses further writes until the gateway is restarted")]
+    #[error(
+        "the store failed to write durably and refuses further writes until the gateway is restarted"
+    )]
     Poisoned,
     /// The writer thread has stopped (shutdown).
     #[error("the store is shutting down")]
@@ -94,8 +96,15 @@ pub enum StoreError {
 }
 
 enum Job {
-    Ingest(Vec<NewRecord>, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
-    Withdraw(String, Vec<[u8; 32]>, oneshot::Sender<Result<WithdrawCounts, StoreError>>),
+    Ingest(
+        Vec<NewRecord>,
+        oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+    ),
+    Withdraw(
+        String,
+        Vec<[u8; 32]>,
+        oneshot::Sender<Result<WithdrawCounts, StoreError>>,
+    ),
 }
 
 /// Handle to the store; cheap to clone.
@@ -113,25 +122,38 @@ const MAX_GROUP_RECORDS: usize = 20_000;
 impl Store {
     /// Opens (or creates) the store under `dir` and starts its writer thread.
     pub fn open(dir: &Path, cache_mb: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_mb.max(8) * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|e| StoreError::Io(format!("cannot open the store in {}: {e}", dir.display())))?;
-        let data_file = File::open(dir.join("db"))
-            .map_err(|e| StoreError::Io(format!("cannot open {}/db for fsync: {e}", dir.display())))?;
+            .map_err(|e| {
+                StoreError::Io(format!("cannot open the store in {}: {e}", dir.display()))
+            })?;
+        let data_file = File::open(dir.join("db")).map_err(|e| {
+            StoreError::Io(format!("cannot open {}/db for fsync: {e}", dir.display()))
+        })?;
         fsync_dir(dir)?;
         let (tx, rx) = mpsc::channel(64);
         let poisoned = Arc::new(AtomicBool::new(false));
-        let writer = Writer { db: db.clone(), data_file, poisoned: poisoned.clone() };
+        let writer = Writer {
+            db: db.clone(),
+            data_file,
+            poisoned: poisoned.clone(),
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { db, tx, poisoned, dir: dir.to_path_buf() })
+        Ok(Self {
+            db,
+            tx,
+            poisoned,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Queues records for the next group commit. The returned receiver resolves once they are
@@ -144,22 +166,35 @@ impl Store {
             return Err(StoreError::Poisoned);
         }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Ingest(records, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Job::Ingest(records, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
     /// Writes records and waits until they are durable.
     pub async fn ingest(&self, records: Vec<NewRecord>) -> Result<Vec<Outcome>, StoreError> {
-        self.submit(records).await?.await.map_err(|_| StoreError::Closed)?
+        self.submit(records)
+            .await?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Removes records of a dataset by record-key token, durably.
-    pub async fn withdraw(&self, dataset: &str, keys: Vec<[u8; 32]>) -> Result<WithdrawCounts, StoreError> {
+    pub async fn withdraw(
+        &self,
+        dataset: &str,
+        keys: Vec<[u8; 32]>,
+    ) -> Result<WithdrawCounts, StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Poisoned);
         }
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Withdraw(dataset.to_string(), keys, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Job::Withdraw(dataset.to_string(), keys, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -174,7 +209,11 @@ impl Store {
     }
 
     /// The stored record of a dataset's record key, if any.
-    pub fn get(&self, dataset: &str, record_key: &[u8; 32]) -> Result<Option<StoredRecord>, StoreError> {
+    pub fn get(
+        &self,
+        dataset: &str,
+        record_key: &[u8; 32],
+    ) -> Result<Option<StoredRecord>, StoreError> {
         let Some(v) = self.db.get(key_k(dataset, record_key)).map_err(io)? else {
             return Ok(None);
         };
@@ -199,7 +238,9 @@ impl Store {
     pub fn record_at(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
         match self.db.get(key_r(seq)).map_err(io)? {
             None => Ok(None),
-            Some(b) => StoredRecord::decode(b.as_ref()).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(b) => StoredRecord::decode(b.as_ref())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
 
@@ -292,7 +333,10 @@ impl Writer {
                     for r in records {
                         let k = key_k(&r.dataset, &r.record_key);
                         let existing = match overlay.get(&k) {
-                            Some(Some(known)) => Some(Known { seq: known.seq, hash: known.hash }),
+                            Some(Some(known)) => Some(Known {
+                                seq: known.seq,
+                                hash: known.hash,
+                            }),
                             Some(None) => None,
                             None => self.lookup(&k)?,
                         };
@@ -320,7 +364,13 @@ impl Writer {
                             batch.insert(key_t(kind, tok, seq), &[][..]);
                         }
                         new_tokens.insert(seq, r.tokens.clone());
-                        overlay.insert(k, Some(Known { seq, hash: r.content_hash }));
+                        overlay.insert(
+                            k,
+                            Some(Known {
+                                seq,
+                                hash: r.content_hash,
+                            }),
+                        );
                         outcomes.push(outcome);
                     }
                     results.push(JobResult::Ingest(outcomes));
@@ -330,7 +380,10 @@ impl Writer {
                     for key in keys {
                         let k = key_k(dataset, key);
                         let existing = match overlay.get(&k) {
-                            Some(Some(known)) => Some(Known { seq: known.seq, hash: known.hash }),
+                            Some(Some(known)) => Some(Known {
+                                seq: known.seq,
+                                hash: known.hash,
+                            }),
                             Some(None) => None,
                             None => self.lookup(&k)?,
                         };
@@ -361,7 +414,9 @@ impl Writer {
         batch.insert(b"mnext_seq".to_vec(), next_seq.to_be_bytes().to_vec());
         self.db.apply_batch(batch).map_err(io)?;
         self.db.flush().map_err(io)?;
-        self.data_file.sync_all().map_err(|e| StoreError::Io(format!("fsync failed: {e}")))?;
+        self.data_file
+            .sync_all()
+            .map_err(|e| StoreError::Io(format!("fsync failed: {e}")))?;
         Ok(results)
     }
 
@@ -371,9 +426,14 @@ impl Writer {
             Some(v) if v.len() == 40 => {
                 let mut hash = [0; 32];
                 hash.copy_from_slice(&v[8..]);
-                Ok(Some(Known { seq: be_u64(&v[..8])?, hash }))
+                Ok(Some(Known {
+                    seq: be_u64(&v[..8])?,
+                    hash,
+                }))
             }
-            Some(_) => Err(StoreError::Corrupt("record-key index entry has the wrong length".into())),
+            Some(_) => Err(StoreError::Corrupt(
+                "record-key index entry has the wrong length".into(),
+            )),
         }
     }
 
@@ -389,13 +449,18 @@ impl Writer {
             None => match self.db.get(key_r(seq)).map_err(io)? {
                 None => Vec::new(),
                 Some(b) => {
-                    let rec = StoredRecord::decode(b.as_ref()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let rec = StoredRecord::decode(b.as_ref())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     rec.record
                         .map(|r| {
                             r.persons
                                 .into_iter()
                                 .flat_map(|p| p.tokens)
-                                .filter_map(|t| <[u8; 32]>::try_from(t.token.as_slice()).ok().map(|b| (t.kind, b)))
+                                .filter_map(|t| {
+                                    <[u8; 32]>::try_from(t.token.as_slice())
+                                        .ok()
+                                        .map(|b| (t.kind, b))
+                                })
                                 .collect()
                         })
                         .unwrap_or_default()
@@ -491,7 +556,10 @@ mod tests {
             record: Some(sharing_proto::v1::Record {
                 persons: vec![sharing_proto::v1::PersonRole {
                     role: "person".into(),
-                    tokens: vec![sharing_proto::v1::TypedToken { kind: "nhs".into(), token: vec![key ^ 0x55; 32] }],
+                    tokens: vec![sharing_proto::v1::TypedToken {
+                        kind: "nhs".into(),
+                        token: vec![key ^ 0x55; 32],
+                    }],
                 }],
                 ..Default::default()
             }),
@@ -510,17 +578,41 @@ mod tests {
     async fn idempotent_ingest_and_replace() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path(), 8).expect("open");
-        let o = s.ingest(vec![rec(1, 1), rec(2, 1), rec(1, 1)]).await.expect("ingest");
-        assert_eq!(o, vec![Outcome::Accepted, Outcome::Accepted, Outcome::Duplicate]);
+        let o = s
+            .ingest(vec![rec(1, 1), rec(2, 1), rec(1, 1)])
+            .await
+            .expect("ingest");
+        assert_eq!(
+            o,
+            vec![Outcome::Accepted, Outcome::Accepted, Outcome::Duplicate]
+        );
         let o = s.ingest(vec![rec(1, 1), rec(2, 9)]).await.expect("ingest");
         assert_eq!(o, vec![Outcome::Duplicate, Outcome::Replaced]);
         assert_eq!(s.counts().expect("counts"), vec![("d".to_string(), 2)]);
         // The replaced version's token entry is gone, the new one is there.
-        assert_eq!(s.records_with_token("nhs", &[2 ^ 0x55; 32]).expect("tok").len(), 1);
-        let w = s.withdraw("d", vec![[2; 32], [7; 32]]).await.expect("withdraw");
-        assert_eq!(w, WithdrawCounts { withdrawn: 1, not_found: 1 });
+        assert_eq!(
+            s.records_with_token("nhs", &[2 ^ 0x55; 32])
+                .expect("tok")
+                .len(),
+            1
+        );
+        let w = s
+            .withdraw("d", vec![[2; 32], [7; 32]])
+            .await
+            .expect("withdraw");
+        assert_eq!(
+            w,
+            WithdrawCounts {
+                withdrawn: 1,
+                not_found: 1
+            }
+        );
         assert_eq!(s.counts().expect("counts"), vec![("d".to_string(), 1)]);
-        assert!(s.records_with_token("nhs", &[2 ^ 0x55; 32]).expect("tok").is_empty());
+        assert!(
+            s.records_with_token("nhs", &[2 ^ 0x55; 32])
+                .expect("tok")
+                .is_empty()
+        );
         assert!(s.get("d", &[2; 32]).expect("get").is_none());
         assert!(s.get("d", &[1; 32]).expect("get").is_some());
     }

@@ -36,15 +36,23 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 /// Reads a PEM private key.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).with_context(|| format!("cannot read a PEM private key from {}", path.display()))
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("cannot read a PEM private key from {}", path.display()))
 }
 
 /// Builds the server TLS config.
-pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<rustls::ServerConfig> {
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    crl: Option<&Path>,
+) -> Result<rustls::ServerConfig> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in read_certs(ca)? {
-        roots.add(c).with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+        roots
+            .add(c)
+            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
     }
     let mut builder = WebPkiClientVerifier::builder(Arc::new(roots));
     if let Some(crl) = crl {
@@ -54,11 +62,20 @@ pub fn server_config(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> 
             .with_context(|| format!("{} holds a malformed PEM CRL", crl.display()))?;
         builder = builder.with_crls(crls);
     }
-    let verifier = builder.allow_unauthenticated().build().context("cannot build the client certificate verifier")?;
+    let verifier = builder
+        .allow_unauthenticated()
+        .build()
+        .context("cannot build the client certificate verifier")?;
     let mut cfg = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_client_cert_verifier(verifier)
         .with_single_cert(read_certs(cert)?, read_key(key)?)
-        .with_context(|| format!("{} and {} do not form a usable server identity", cert.display(), key.display()))?;
+        .with_context(|| {
+            format!(
+                "{} and {} do not form a usable server identity",
+                cert.display(),
+                key.display()
+            )
+        })?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
@@ -70,7 +87,8 @@ pub fn accept_loop(
     config: rustls::ServerConfig,
     timeout: Duration,
     max_handshakes: usize,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> {
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_handshakes));

@@ -16,7 +16,9 @@ pub enum BatchError {
     #[error("unknown dataset \"{0}\"{1}; `agent check` lists the datasets your agency may submit")]
     UnknownDataset(String, String),
     /// The caller's agency does not own the dataset.
-    #[error("agency {agency} may not submit dataset {dataset}: the catalog names {owner} as its owner")]
+    #[error(
+        "agency {agency} may not submit dataset {dataset}: the catalog names {owner} as its owner"
+    )]
     NotOwner {
         /// Caller.
         agency: String,
@@ -26,7 +28,9 @@ pub enum BatchError {
         owner: String,
     },
     /// The agent's schema version differs from the gateway's.
-    #[error("dataset {dataset}: the agent sent schema version {sent} but the gateway has version {have}; refresh the agent's catalog (`agent check`)")]
+    #[error(
+        "dataset {dataset}: the agent sent schema version {sent} but the gateway has version {have}; refresh the agent's catalog (`agent check`)"
+    )]
     SchemaVersion {
         /// Dataset.
         dataset: String,
@@ -46,7 +50,9 @@ pub enum BatchError {
         hint: String,
     },
     /// A direct-identifier field was sent.
-    #[error("dataset {dataset}: field \"{field}\" is a direct identifier and must never leave the agency; the agent sends only its token")]
+    #[error(
+        "dataset {dataset}: field \"{field}\" is a direct identifier and must never leave the agency; the agent sends only its token"
+    )]
     DirectIdentifier {
         /// Dataset.
         dataset: String,
@@ -83,10 +89,17 @@ pub struct BatchPlan<'c> {
 }
 
 /// Checks the batch header: dataset exists, the caller owns it, schema version, field names.
-pub fn plan<'c>(catalog: &'c Catalog, agency: &AgencyId, batch: &IngestBatch) -> Result<BatchPlan<'c>, BatchError> {
+pub fn plan<'c>(
+    catalog: &'c Catalog,
+    agency: &AgencyId,
+    batch: &IngestBatch,
+) -> Result<BatchPlan<'c>, BatchError> {
     let Some(dataset) = catalog.dataset(&batch.dataset) else {
         let names: Vec<&str> = catalog.datasets().map(|d| d.name.as_str()).collect();
-        return Err(BatchError::UnknownDataset(sanitise(&batch.dataset), suggest(&batch.dataset, &names)));
+        return Err(BatchError::UnknownDataset(
+            sanitise(&batch.dataset),
+            suggest(&batch.dataset, &names),
+        ));
     };
     if &dataset.owner != agency {
         return Err(BatchError::NotOwner {
@@ -108,12 +121,18 @@ pub fn plan<'c>(catalog: &'c Catalog, agency: &AgencyId, batch: &IngestBatch) ->
         match sent.iter().position(|f| f.name.as_str() == name) {
             Some(i) => {
                 if positions.contains(&i) {
-                    return Err(BatchError::DuplicateField { dataset: dataset.name.to_string(), field: sanitise(name) });
+                    return Err(BatchError::DuplicateField {
+                        dataset: dataset.name.to_string(),
+                        field: sanitise(name),
+                    });
                 }
                 positions.push(i);
             }
             None if dataset.field(name).is_some() => {
-                return Err(BatchError::DirectIdentifier { dataset: dataset.name.to_string(), field: name.clone() });
+                return Err(BatchError::DirectIdentifier {
+                    dataset: dataset.name.to_string(),
+                    field: name.clone(),
+                });
             }
             None => {
                 let names: Vec<&str> = sent.iter().map(|f| f.name.as_str()).collect();
@@ -125,13 +144,25 @@ pub fn plan<'c>(catalog: &'c Catalog, agency: &AgencyId, batch: &IngestBatch) ->
             }
         }
     }
-    Ok(BatchPlan { dataset, positions, sent })
+    Ok(BatchPlan {
+        dataset,
+        positions,
+        sent,
+    })
 }
 
 impl BatchPlan<'_> {
     /// Checks one record; on success returns it ready for the store.
-    pub fn check(&self, agency: &AgencyId, rec: Record, received_unix_ms: i64) -> Result<NewRecord, RecordProblem> {
-        let problem = |field: &str, reason: String| RecordProblem { field: field.to_string(), reason };
+    pub fn check(
+        &self,
+        agency: &AgencyId,
+        rec: Record,
+        received_unix_ms: i64,
+    ) -> Result<NewRecord, RecordProblem> {
+        let problem = |field: &str, reason: String| RecordProblem {
+            field: field.to_string(),
+            reason,
+        };
         let record_key = <[u8; 32]>::try_from(rec.record_key.as_slice())
             .map_err(|_| problem("", "record_key must be a 32-byte token".into()))?;
         let content_hash = <[u8; 32]>::try_from(rec.content_hash.as_slice())
@@ -139,7 +170,11 @@ impl BatchPlan<'_> {
         if rec.values.len() != self.positions.len() {
             return Err(problem(
                 "",
-                format!("record carries {} values for the batch's {} fields", rec.values.len(), self.positions.len()),
+                format!(
+                    "record carries {} values for the batch's {} fields",
+                    rec.values.len(),
+                    self.positions.len()
+                ),
             ));
         }
         let mut values = vec![Value { kind: None }; self.sent.len()];
@@ -152,17 +187,32 @@ impl BatchPlan<'_> {
         let mut tokens = Vec::new();
         for p in &rec.persons {
             let Some(role) = self.dataset.roles.iter().find(|r| r.name == p.role) else {
-                return Err(problem("", format!("dataset {} has no person role \"{}\"", self.dataset.name, sanitise(&p.role))));
+                return Err(problem(
+                    "",
+                    format!(
+                        "dataset {} has no person role \"{}\"",
+                        self.dataset.name,
+                        sanitise(&p.role)
+                    ),
+                ));
             };
             for t in &p.tokens {
                 if !role.tokens.iter().any(|r| r.kind == t.kind) {
                     return Err(problem(
                         "",
-                        format!("role {} derives no token of kind \"{}\" in the catalog", role.name, sanitise(&t.kind)),
+                        format!(
+                            "role {} derives no token of kind \"{}\" in the catalog",
+                            role.name,
+                            sanitise(&t.kind)
+                        ),
                     ));
                 }
-                let tok = <[u8; 32]>::try_from(t.token.as_slice())
-                    .map_err(|_| problem("", format!("role {} token {} must be 32 bytes", role.name, t.kind)))?;
+                let tok = <[u8; 32]>::try_from(t.token.as_slice()).map_err(|_| {
+                    problem(
+                        "",
+                        format!("role {} token {} must be 32 bytes", role.name, t.kind),
+                    )
+                })?;
                 tokens.push((t.kind.clone(), tok));
             }
         }
@@ -174,14 +224,23 @@ impl BatchPlan<'_> {
             &values,
         );
         if expected != content_hash {
-            return Err(problem("", "content_hash does not match the record's content".into()));
+            return Err(problem(
+                "",
+                "content_hash does not match the record's content".into(),
+            ));
         }
         let stored = StoredRecord {
             dataset: self.dataset.name.to_string(),
             schema_version: self.dataset.version,
             agency: agency.to_string(),
             received_unix_ms,
-            record: Some(Record { record_key: rec.record_key, content_hash: rec.content_hash, persons: rec.persons, values, source_line: 0 }),
+            record: Some(Record {
+                record_key: rec.record_key,
+                content_hash: rec.content_hash,
+                persons: rec.persons,
+                values,
+                source_line: 0,
+            }),
         };
         Ok(NewRecord {
             dataset: self.dataset.name.to_string(),
@@ -196,7 +255,11 @@ impl BatchPlan<'_> {
 /// Checks one value against its field. The reason never repeats the value.
 fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
     let Some(kind) = &value.kind else {
-        return if field.required { Err("required field is missing".into()) } else { Ok(()) };
+        return if field.required {
+            Err("required field is missing".into())
+        } else {
+            Ok(())
+        };
     };
     let want = field.ty.as_str();
     match (field.ty, kind) {
@@ -205,15 +268,21 @@ fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
                 return Err(format!("text longer than {} characters", field.max_len));
             }
             if let Some(what) = raw_identifier_in(s) {
-                return Err(format!("text looks like it contains {what}; raw identifiers must not leave the agency"));
+                return Err(format!(
+                    "text looks like it contains {what}; raw identifiers must not leave the agency"
+                ));
             }
             Ok(())
         }
         (FieldType::Int, Kind::Int(_)) | (FieldType::Bool, Kind::Flag(_)) => Ok(()),
         (FieldType::Date, Kind::Date(s)) if is_canonical_date(s) => Ok(()),
-        (FieldType::Date, Kind::Date(_)) => Err("date must be a real date written YYYY-MM-DD".into()),
+        (FieldType::Date, Kind::Date(_)) => {
+            Err("date must be a real date written YYYY-MM-DD".into())
+        }
         (FieldType::Datetime, Kind::Datetime(s)) if is_canonical_datetime(s) => Ok(()),
-        (FieldType::Datetime, Kind::Datetime(_)) => Err("datetime must be real and written YYYY-MM-DDTHH:MM:SS".into()),
+        (FieldType::Datetime, Kind::Datetime(_)) => {
+            Err("datetime must be real and written YYYY-MM-DDTHH:MM:SS".into())
+        }
         (FieldType::Enum, Kind::Text(s)) => {
             if field.values.iter().any(|v| v == s) {
                 Ok(())
@@ -232,7 +301,10 @@ fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
             }
             Ok(())
         }
-        (_, k) => Err(format!("expected a {want} value, got a {} value", kind_name(k))),
+        (_, k) => Err(format!(
+            "expected a {want} value, got a {} value",
+            kind_name(k)
+        )),
     }
 }
 
@@ -249,7 +321,10 @@ fn kind_name(k: &Kind) -> &'static str {
 
 /// A name from the network, cut to something safe to echo in an error.
 fn sanitise(s: &str) -> String {
-    s.chars().take(64).filter(|c| c.is_ascii_graphic() || *c == ' ').collect()
+    s.chars()
+        .take(64)
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect()
 }
 
 #[cfg(test)]
@@ -277,7 +352,9 @@ mod tests {
     }
 
     fn text(s: &str) -> Value {
-        Value { kind: Some(Kind::Text(s.into())) }
+        Value {
+            kind: Some(Kind::Text(s.into())),
+        }
     }
 
     fn sealed(dataset: &Dataset, mut rec: Record, order: &[&str]) -> Record {
@@ -288,9 +365,14 @@ mod tests {
             let i = sent.iter().position(|s| s == name).expect("field");
             vals[i] = v.clone();
         }
-        rec.content_hash =
-            skp_core::content::content_hash(dataset.name.as_str(), dataset.version, &rec.record_key, &rec.persons, &vals)
-                .to_vec();
+        rec.content_hash = skp_core::content::content_hash(
+            dataset.name.as_str(),
+            dataset.version,
+            &rec.record_key,
+            &rec.persons,
+            &vals,
+        )
+        .to_vec();
         rec
     }
 
@@ -299,18 +381,33 @@ mod tests {
         let c = catalog();
         let met = agency("met-police");
         let lfb = agency("lfb");
-        assert!(matches!(plan(&c, &met, &batch("police_crimes", &[])), Err(BatchError::UnknownDataset(..))));
-        assert!(matches!(plan(&c, &lfb, &batch("police_crime", &[])), Err(BatchError::NotOwner { .. })));
-        assert!(matches!(plan(&c, &met, &batch("police_crime", &["nope"])), Err(BatchError::UnknownField { .. })));
+        assert!(matches!(
+            plan(&c, &met, &batch("police_crimes", &[])),
+            Err(BatchError::UnknownDataset(..))
+        ));
+        assert!(matches!(
+            plan(&c, &lfb, &batch("police_crime", &[])),
+            Err(BatchError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            plan(&c, &met, &batch("police_crime", &["nope"])),
+            Err(BatchError::UnknownField { .. })
+        ));
         assert!(matches!(
             plan(&c, &met, &batch("police_crime", &["crime_ref"])),
             Err(BatchError::DirectIdentifier { .. })
         ));
         let mut b = batch("police_crime", &[]);
         b.schema_version = 99;
-        assert!(matches!(plan(&c, &met, &b), Err(BatchError::SchemaVersion { .. })));
+        assert!(matches!(
+            plan(&c, &met, &b),
+            Err(BatchError::SchemaVersion { .. })
+        ));
         let e = plan(&c, &met, &batch("police_crimes", &[])).expect_err("unknown");
-        assert!(e.to_string().contains("did you mean \"police_crime\""), "{e}");
+        assert!(
+            e.to_string().contains("did you mean \"police_crime\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -324,12 +421,22 @@ mod tests {
         let good_values: Vec<Value> = required
             .iter()
             .map(|f| match f.ty {
-                FieldType::Int => Value { kind: Some(Kind::Int(1)) },
-                FieldType::Bool => Value { kind: Some(Kind::Flag(true)) },
-                FieldType::Date => Value { kind: Some(Kind::Date("2024-07-14".into())) },
-                FieldType::Datetime => Value { kind: Some(Kind::Datetime("2024-07-14T22:15:00".into())) },
+                FieldType::Int => Value {
+                    kind: Some(Kind::Int(1)),
+                },
+                FieldType::Bool => Value {
+                    kind: Some(Kind::Flag(true)),
+                },
+                FieldType::Date => Value {
+                    kind: Some(Kind::Date("2024-07-14".into())),
+                },
+                FieldType::Datetime => Value {
+                    kind: Some(Kind::Datetime("2024-07-14T22:15:00".into())),
+                },
                 FieldType::Enum => text(&f.values[0]),
-                FieldType::Set => Value { kind: Some(Kind::Set(Default::default())) },
+                FieldType::Set => Value {
+                    kind: Some(Kind::Set(Default::default())),
+                },
                 _ => text("x"),
             })
             .collect();
@@ -341,7 +448,10 @@ mod tests {
             content_hash: vec![],
             persons: vec![PersonRole {
                 role: role.name.clone(),
-                tokens: vec![TypedToken { kind: role.tokens[0].kind.clone(), token: vec![2; 32] }],
+                tokens: vec![TypedToken {
+                    kind: role.tokens[0].kind.clone(),
+                    token: vec![2; 32],
+                }],
             }],
             values: good_values.clone(),
             source_line: 7,
@@ -352,11 +462,18 @@ mod tests {
         // Tampered content hash.
         let mut bad = good.clone();
         bad.content_hash[0] ^= 1;
-        assert!(p.check(&met, bad, 0).expect_err("hash").reason.contains("content_hash"));
+        assert!(
+            p.check(&met, bad, 0)
+                .expect_err("hash")
+                .reason
+                .contains("content_hash")
+        );
 
         // Wrong type in the first field.
         let mut bad = rec.clone();
-        bad.values[0] = Value { kind: Some(Kind::Flag(true)) };
+        bad.values[0] = Value {
+            kind: Some(Kind::Flag(true)),
+        };
         let bad = sealed(ds, bad, &names);
         let e = p.check(&met, bad, 0).expect_err("type");
         assert_eq!(e.field, names[0]);
@@ -366,13 +483,23 @@ mod tests {
         let mut bad = rec.clone();
         bad.persons[0].role = "witness".into();
         let bad = sealed(ds, bad, &names);
-        assert!(p.check(&met, bad, 0).expect_err("role").reason.contains("no person role"));
+        assert!(
+            p.check(&met, bad, 0)
+                .expect_err("role")
+                .reason
+                .contains("no person role")
+        );
 
         // Missing required value.
         let mut bad = rec.clone();
         bad.values[0] = Value { kind: None };
         let bad = sealed(ds, bad, &names);
-        assert!(p.check(&met, bad, 0).expect_err("missing").reason.contains("required"));
+        assert!(
+            p.check(&met, bad, 0)
+                .expect_err("missing")
+                .reason
+                .contains("required")
+        );
     }
 
     #[test]
@@ -380,7 +507,9 @@ mod tests {
         let c = catalog();
         let icb = agency("swl-icb");
         let ds = c.dataset("ed_istv").expect("ed_istv");
-        let free = ds.field("assault_location_desc").expect("a free-text field");
+        let free = ds
+            .field("assault_location_desc")
+            .expect("a free-text field");
         assert_eq!(free.ty, FieldType::Str);
         let f = free.clone();
         assert!(check_value(&f, &text("outside Oceana, Clarence St")).is_ok());

@@ -31,15 +31,26 @@ pub struct AgentSvc {
 impl AgentSvc {
     /// A service over a catalog and a store.
     pub fn new(catalog: Arc<Catalog>, store: Store, trust_domain: String) -> Self {
-        Self { catalog, store, trust_domain }
+        Self {
+            catalog,
+            store,
+            trust_domain,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
-    async fn get_catalog(&self, req: Request<pb::GetCatalogRequest>) -> Result<Response<pb::Catalog>, Status> {
+    async fn get_catalog(
+        &self,
+        req: Request<pb::GetCatalogRequest>,
+    ) -> Result<Response<pb::Catalog>, Status> {
         let agency = peer_agency(&req, &self.trust_domain)?.0;
-        let datasets = self.catalog.owned_by(&agency).map(skp_core::pbconvert::dataset_to_pb).collect();
+        let datasets = self
+            .catalog
+            .owned_by(&agency)
+            .map(skp_core::pbconvert::dataset_to_pb)
+            .collect();
         Ok(Response::new(pb::Catalog {
             agency: agency.to_string(),
             datasets,
@@ -47,7 +58,10 @@ impl AgentService for AgentSvc {
         }))
     }
 
-    async fn ingest(&self, req: Request<Streaming<pb::IngestBatch>>) -> Result<Response<pb::IngestSummary>, Status> {
+    async fn ingest(
+        &self,
+        req: Request<Streaming<pb::IngestBatch>>,
+    ) -> Result<Response<pb::IngestSummary>, Status> {
         let agency = peer_agency(&req, &self.trust_domain)?.0;
         let mut stream = req.into_inner();
         let mut summary = pb::IngestSummary::default();
@@ -76,7 +90,10 @@ impl AgentService for AgentSvc {
             let mut good = Vec::with_capacity(batch.records.len());
             let counts = per_dataset
                 .entry(dataset.clone())
-                .or_insert_with(|| pb::DatasetCounts { dataset: dataset.clone(), ..Default::default() });
+                .or_insert_with(|| pb::DatasetCounts {
+                    dataset: dataset.clone(),
+                    ..Default::default()
+                });
             for (i, rec) in batch.records.into_iter().enumerate() {
                 let line = rec.source_line;
                 match plan.check(&agency, rec, now_ms) {
@@ -96,7 +113,11 @@ impl AgentService for AgentSvc {
                     }
                 }
             }
-            let rx = self.store.submit(good).await.map_err(|e| status_of(e.into()))?;
+            let rx = self
+                .store
+                .submit(good)
+                .await
+                .map_err(|e| status_of(e.into()))?;
             pending.push_back(async move { (dataset, rx.await) });
             while pending.len() >= PIPELINE_DEPTH {
                 if let Some(r) = pending.next().await {
@@ -120,32 +141,50 @@ impl AgentService for AgentSvc {
         Ok(Response::new(summary))
     }
 
-    async fn withdraw(&self, req: Request<pb::WithdrawRequest>) -> Result<Response<pb::WithdrawSummary>, Status> {
+    async fn withdraw(
+        &self,
+        req: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WithdrawSummary>, Status> {
         let agency = peer_agency(&req, &self.trust_domain)?.0;
         let req = req.into_inner();
-        let b = pb::IngestBatch { dataset: req.dataset.clone(), schema_version: 0, ..Default::default() };
+        let b = pb::IngestBatch {
+            dataset: req.dataset.clone(),
+            schema_version: 0,
+            ..Default::default()
+        };
         // Reuse the ownership checks of ingest (version is not relevant to a withdrawal).
         match validate::plan(&self.catalog, &agency, &b) {
             Ok(_) | Err(validate::BatchError::SchemaVersion { .. }) => {}
             Err(e) => return Err(status_of(e.into())),
         }
         if !matches!(req.reason.as_str(), "erasure" | "rectification") {
-            return Err(Status::invalid_argument("reason must be \"erasure\" or \"rectification\""));
+            return Err(Status::invalid_argument(
+                "reason must be \"erasure\" or \"rectification\"",
+            ));
         }
         let mut keys = Vec::with_capacity(req.record_keys.len());
         for k in &req.record_keys {
-            keys.push(
-                <[u8; 32]>::try_from(k.as_slice())
-                    .map_err(|_| Status::invalid_argument("every record key must be a 32-byte token"))?,
-            );
+            keys.push(<[u8; 32]>::try_from(k.as_slice()).map_err(|_| {
+                Status::invalid_argument("every record key must be a 32-byte token")
+            })?);
         }
-        let c = self.store.withdraw(&req.dataset, keys).await.map_err(|e| status_of(e.into()))?;
+        let c = self
+            .store
+            .withdraw(&req.dataset, keys)
+            .await
+            .map_err(|e| status_of(e.into()))?;
         tracing::info!(%agency, dataset = %req.dataset, withdrawn = c.withdrawn, not_found = c.not_found, reason = %req.reason, "withdrawal");
-        Ok(Response::new(pb::WithdrawSummary { withdrawn: c.withdrawn, not_found: c.not_found }))
+        Ok(Response::new(pb::WithdrawSummary {
+            withdrawn: c.withdrawn,
+            not_found: c.not_found,
+        }))
     }
 }
 
-type Committed = (String, Result<Result<Vec<Outcome>, crate::store::StoreError>, tokio::sync::oneshot::error::RecvError>);
+type Committed = (
+    String,
+    Result<Result<Vec<Outcome>, crate::store::StoreError>, tokio::sync::oneshot::error::RecvError>,
+);
 
 fn tally(
     (dataset, r): Committed,
@@ -155,7 +194,12 @@ fn tally(
     let outcomes = r
         .map_err(|_| status_of(crate::store::StoreError::Closed.into()))?
         .map_err(|e| status_of(e.into()))?;
-    let counts = per_dataset.entry(dataset.clone()).or_insert_with(|| pb::DatasetCounts { dataset, ..Default::default() });
+    let counts = per_dataset
+        .entry(dataset.clone())
+        .or_insert_with(|| pb::DatasetCounts {
+            dataset,
+            ..Default::default()
+        });
     for o in outcomes {
         match o {
             Outcome::Accepted => {

@@ -18,16 +18,22 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
-/// Maps a service error to a gRPC status: bad input → `InvalidArgument`, policy → 
+/// Maps a service error to a gRPC status: bad input → `InvalidArgument`, policy →
 /// `PermissionDenied` with the rule, storage failure → `Unavailable` (fail closed), anything
 /// else → `Internal` with a request id (the cause is logged server-side only).
 pub fn status_of(e: ServiceError) -> Status {
     match e {
-        ServiceError::Batch(b @ BatchError::NotOwner { .. }) => Status::permission_denied(b.to_string()),
+        ServiceError::Batch(b @ BatchError::NotOwner { .. }) => {
+            Status::permission_denied(b.to_string())
+        }
         ServiceError::Batch(b @ BatchError::UnknownDataset(..)) => Status::not_found(b.to_string()),
-        ServiceError::Batch(b @ BatchError::SchemaVersion { .. }) => Status::failed_precondition(b.to_string()),
+        ServiceError::Batch(b @ BatchError::SchemaVersion { .. }) => {
+            Status::failed_precondition(b.to_string())
+        }
         ServiceError::Batch(b) => Status::invalid_argument(b.to_string()),
-        ServiceError::Store(s @ (StoreError::Poisoned | StoreError::Closed)) => Status::unavailable(s.to_string()),
+        ServiceError::Store(s @ (StoreError::Poisoned | StoreError::Closed)) => {
+            Status::unavailable(s.to_string())
+        }
         ServiceError::Store(s) => {
             let id: u64 = rand::random();
             tracing::error!(request_id = format!("{id:016x}"), error = %s, "store error");
