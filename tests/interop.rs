@@ -63,8 +63,13 @@ fn assert_refused(what: &str, outcome: &Outcome) -> Result<()> {
                 s.code(),
                 s.message()
             );
+            eprintln!(
+                "interop: {what}: refused as expected: {:?}: {}",
+                s.code(),
+                s.message()
+            );
         }
-        Outcome::Connect(_) => {}
+        Outcome::Connect(e) => eprintln!("interop: {what}: refused as expected: {e:#}"),
     }
     Ok(())
 }
@@ -205,6 +210,29 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(stdout)
 }
 
+/// Makes a venv in `dir` with the packages of `requirements` and stamps it with their text.
+fn make_venv(dir: &Path, requirements: &Path, wanted: &str) -> Result<()> {
+    let python3 = std::env::var_os("PYTHON3").unwrap_or_else(|| "python3".into());
+    run(Command::new(&python3).arg("-m").arg("venv").arg(dir))
+        .context("cannot make a Python venv (is python3 with the venv module installed?)")?;
+    run(Command::new(dir.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--timeout", "30", "--retries", "2", "-r"])
+        .arg(requirements))
+    .context(
+        "pip could not install grpcio, grpcio-tools, grpcio-health-checking and protobuf \
+         (is PyPI reachable?)",
+    )?;
+    std::fs::write(dir.join("skp-requirements.txt"), wanted)?;
+    Ok(())
+}
+
 /// Makes (or reuses) `target/py-venv` with the packages of `tests/python/requirements.txt`,
 /// then generates the `sharing.v1` stubs into a temporary directory.
 fn python_env() -> Result<PyEnv> {
@@ -220,19 +248,14 @@ fn python_env() -> Result<PyEnv> {
         // run never leaves a half-made venv behind.
         let tmp = venv.with_extension(format!("tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        let python3 = std::env::var_os("PYTHON3").unwrap_or_else(|| "python3".into());
         eprintln!(
             "interop: making a Python venv in {} (first run only)",
             venv.display()
         );
-        run(Command::new(&python3).arg("-m").arg("venv").arg(&tmp))
-            .context("cannot make a Python venv (is python3 with the venv module installed?)")?;
-        run(Command::new(tmp.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--timeout", "30", "--retries", "2"])
-            .arg("-r")
-            .arg(&requirements))
-        .context("pip could not install grpcio, grpcio-tools, grpcio-health-checking and protobuf (is PyPI reachable?)")?;
-        std::fs::write(tmp.join("skp-requirements.txt"), &wanted)?;
+        if let Err(e) = make_venv(&tmp, &requirements, &wanted) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         let _ = std::fs::remove_dir_all(&venv);
         if let Err(e) = std::fs::rename(&tmp, &venv) {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -415,5 +438,64 @@ fn python_grpcio_client_interoperates() -> Result<()> {
         "interop: Python grpcio test done in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The support library's process handling: a clean SIGTERM stop, a restart on the same port,
+/// a SIGKILL crash and another restart, with the gateway answering each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_stops_on_sigterm_and_restarts_on_the_same_port() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca_pem()?;
+    let (cert, key) = (
+        pki.agent_cert_pem("swl-icb")?,
+        pki.agent_key_pem("swl-icb")?,
+    );
+    let ask = |addr| {
+        let (ca, cert, key) = (ca.clone(), cert.clone(), key.clone());
+        async move {
+            match get_catalog(&ca, Some((&cert, &key)), addr).await {
+                Outcome::Catalog(c) if c.agency == "swl-icb" => Ok(()),
+                other => Err(anyhow!("swl-icb GetCatalog at {addr}: {other:?}")),
+            }
+        }
+    };
+
+    let mut gw = GatewayProc::start(&pki.gateway_config())?;
+    ensure!(
+        gw.url() == format!("https://localhost:{}", gw.addr.port()),
+        "url {}",
+        gw.url()
+    );
+    ask(gw.addr).await?;
+    let status = gw.stop()?;
+    ensure!(
+        status.success(),
+        "gateway exit after SIGTERM: {status}\n{}",
+        tail(&gw.log(), 20)
+    );
+    ensure!(
+        gw.log().contains("gateway stopped"),
+        "no clean-stop line:\n{}",
+        tail(&gw.log(), 20)
+    );
+
+    let mut gw2 = GatewayProc::start_at(&pki.gateway_config(), gw.addr)?;
+    ensure!(
+        gw2.addr == gw.addr,
+        "restarted on {} instead of {}",
+        gw2.addr,
+        gw.addr
+    );
+    ensure!(
+        gw2.log_path != gw.log_path,
+        "the restart overwrote the first log"
+    );
+    ask(gw2.addr).await?;
+    gw2.kill9();
+    ensure!(!gw2.is_running(), "still running after SIGKILL");
+
+    let gw3 = GatewayProc::start_at(&pki.gateway_config(), gw.addr)?;
+    ask(gw3.addr).await?;
     Ok(())
 }

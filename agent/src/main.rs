@@ -85,7 +85,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn load(config: &PathBuf, gateway: Option<String>) -> Result<AgentConfig> {
+fn load(config: &std::path::Path, gateway: Option<String>) -> Result<AgentConfig> {
     let mut cfg = AgentConfig::load(config)?;
     if let Some(g) = gateway {
         cfg.gateway = g;

@@ -23,9 +23,12 @@ pub struct BadRow {
     pub reason: String,
 }
 
+/// The columns of a file and its rows, each readable or not.
+pub type Rows = (Vec<String>, Vec<Result<Row, BadRow>>);
+
 /// Reads every row of a CSV or JSONL file, sorted into good and unreadable rows.
 /// Returns the header (CSV) or the union of keys seen (JSONL) as well.
-pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Result<Row, BadRow>>)> {
+pub fn read(path: &Path) -> Result<Rows> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -41,7 +44,7 @@ pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Result<Row, BadRow>>)> {
     }
 }
 
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Result<Row, BadRow>>)> {
+fn read_csv(path: &Path) -> Result<Rows> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -89,7 +92,7 @@ fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Result<Row, BadRow>>)> {
     Ok((headers, rows))
 }
 
-fn read_jsonl(path: &Path) -> Result<(Vec<String>, Vec<Result<Row, BadRow>>)> {
+fn read_jsonl(path: &Path) -> Result<Rows> {
     use std::io::BufRead;
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut seen: Vec<String> = Vec::new();

@@ -208,6 +208,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Number of stored record entries, counted one by one (checks the maintained counters).
+    pub fn count_records(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for kv in self.db.scan_prefix(b"r") {
+            kv.map_err(io)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The stored record of a dataset's record key, if any.
     pub fn get(
         &self,

@@ -181,6 +181,19 @@ impl BatchPlan<'_> {
         for (v, &pos) in rec.values.into_iter().zip(&self.positions) {
             values[pos] = v;
         }
+        // A raw identifier in free text is the most serious fault: report it before any other.
+        for (field, value) in self.sent.iter().zip(&values) {
+            if let (FieldType::Str, Some(Kind::Text(s))) = (field.ty, &value.kind)
+                && let Some(what) = raw_identifier_in(s)
+            {
+                return Err(problem(
+                    field.name.as_str(),
+                    format!(
+                        "text looks like it contains {what}; raw identifiers must not leave the agency"
+                    ),
+                ));
+            }
+        }
         for (field, value) in self.sent.iter().zip(&values) {
             check_value(field, value).map_err(|reason| problem(field.name.as_str(), reason))?;
         }

@@ -73,6 +73,29 @@ fn build_bins(dir: &Path) -> Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "-p", "gateway", "-p", "agent", "--bins"]);
+    // Cargo gives the running test its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+    // ...). Some build scripts (ring's) track such variables, so passing them on would make
+    // this build and the next ordinary one rebuild half the tree in turn.
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                k,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(&key);
+        }
+    }
     match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
@@ -83,14 +106,20 @@ fn build_bins(dir: &Path) -> Result<()> {
         }
     }
     eprintln!("e2e: building the workspace binaries: {cmd:?}");
+    let started = Instant::now();
     let out = cmd.output().context("cannot run cargo")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}",
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr), 60)
-        );
+        bail!("{cmd:?} failed ({}):\n{}", out.status, tail(&stderr, 60));
     }
+    let compiled = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Compiling "))
+        .count();
+    eprintln!(
+        "e2e: built in {:.1}s ({compiled} crates compiled)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,0 +1,364 @@
+//! `bench`: measures the gateway's durable ingest end to end (the real `gateway` binary over
+//! mutual TLS) against two baselines in one run: a bare tonic server over the same TLS that only
+//! counts records, and raw sled 0.34 inserts of the same records.
+//!
+//! Build both binaries in the same profile first: `cargo build --release -p gateway -p bench`,
+//! then `./target/release/bench ingest --records 200000`.
+
+#![forbid(unsafe_code)]
+
+mod ingest;
+mod procfs;
+mod workload;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ingest::{Setup, Timed};
+use std::time::Instant;
+use workload::Workload;
+
+/// Benchmarks of the Safer Kingston Partnership gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Durable ingest through the real gateway vs bare tonic mTLS vs raw sled.
+    Ingest {
+        /// Records to send in each measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Records per IngestBatch (and per sled::Batch).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Dataset of the synthetic records.
+        #[arg(long, default_value = "police_asb_incident")]
+        dataset: String,
+        /// Repeat each measurement this many times and report the median.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    gateway::tls::install_crypto_provider();
+    let result = match cli.command {
+        Command::Ingest {
+            records,
+            batch,
+            dataset,
+            runs,
+        } => run_ingest(records, batch, &dataset, runs),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The figures of every run of one measurement.
+#[derive(Default)]
+struct Series {
+    runs: Vec<Timed>,
+}
+
+impl Series {
+    fn rps(&self) -> f64 {
+        median(self.runs.iter().map(|t| t.rps).collect())
+    }
+    fn secs(&self) -> f64 {
+        median(self.runs.iter().map(|t| t.secs).collect())
+    }
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|t| t.peak_rss_kib)
+            .map(|k| k as f64 / 1024.0)
+            .collect();
+        (!v.is_empty()).then(|| median(v))
+    }
+    fn server_cpu(&self) -> Option<f64> {
+        let v: Vec<f64> = self.runs.iter().filter_map(|t| t.server_cpu).collect();
+        (!v.is_empty()).then(|| median(v))
+    }
+    fn bench_cpu(&self) -> f64 {
+        median(self.runs.iter().map(|t| t.bench_cpu).collect())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "records_per_s": self.rps().round(),
+            "secs": round3(self.secs()),
+            "peak_rss_mib": self.peak_rss_mib().map(|m| m.round()),
+            "server_cpu_s": self.server_cpu().map(round3),
+            "bench_cpu_s": round3(self.bench_cpu()),
+            "runs_records_per_s": self.runs.iter().map(|t| t.rps.round()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// `1234567.8` → `1,234,568`.
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".into();
+    }
+    let s = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
+}
+
+fn describe(t: &Timed) -> String {
+    let mut s = format!("{} records/s ({:.2} s)", thousands(t.rps), t.secs);
+    if let Some(k) = t.peak_rss_kib {
+        s += &format!(", peak RSS {:.0} MiB", k as f64 / 1024.0);
+    }
+    if let Some(c) = t.server_cpu {
+        s += &format!(", gateway CPU {c:.2} s");
+        let top: Vec<String> = t
+            .server_threads
+            .iter()
+            .take(4)
+            .map(|(n, s)| format!("{n} {s:.2}"))
+            .collect();
+        if !top.is_empty() {
+            s += &format!(" [{}]", top.join(", "));
+        }
+    }
+    s += &format!(", bench CPU {:.2} s", t.bench_cpu);
+    s
+}
+
+/// `target/<profile>` hint for the build command.
+fn build_hint(exe: &std::path::Path) -> &'static str {
+    if exe
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "release")
+    {
+        "cargo build --release -p gateway -p bench"
+    } else {
+        "cargo build -p gateway -p bench"
+    }
+}
+
+fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Result<()> {
+    if records == 0 || batch == 0 || runs == 0 {
+        bail!("--records, --batch and --runs must be at least 1");
+    }
+    let exe = std::env::current_exe().context("cannot find the running bench executable")?;
+    let gateway_exe = exe.with_file_name("gateway");
+    if !gateway_exe.is_file() {
+        bail!(
+            "the gateway binary is missing at {}; build it next to bench with `{}` (run from the workspace root)",
+            gateway_exe.display(),
+            build_hint(&exe)
+        );
+    }
+    let scratch = tempfile::Builder::new().prefix("skp-bench-").tempdir()?;
+    let pki_dir = scratch.path().join("pki");
+    gateway::pki::make_dev_pki(&pki_dir, &gateway::pki::DevPkiOptions::default())?;
+    let gateway_cfg = gateway::config::GatewayConfig::load(&pki_dir.join("gateway.toml"))?;
+    let catalog = gateway_cfg.load_catalog()?;
+    let Some(ds) = catalog.dataset(dataset) else {
+        let names: Vec<&str> = catalog.datasets().map(|d| d.name.as_str()).collect();
+        bail!(
+            "unknown dataset {dataset:?}; the catalog has: {}",
+            names.join(", ")
+        );
+    };
+    let agent_cfg = agent::config::AgentConfig::load(
+        &pki_dir
+            .join("agents")
+            .join(format!("{}.toml", ds.owner.as_str())),
+    )?;
+    let key = agent_cfg.linkage_key()?;
+
+    let t0 = Instant::now();
+    let work = Workload::make(ds, &key, records, batch)?;
+    eprintln!(
+        "generated {} records of {} in {} batches in {:.1} s (not timed)",
+        thousands(work.records as f64),
+        ds.name,
+        work.batches.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let encoded = work.encoded_records();
+
+    let setup = Setup {
+        pki: pki_dir,
+        gateway_cfg,
+        agent_cfg,
+        gateway_exe,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    let mut gw1 = Series::default();
+    let mut gw2 = Series::default();
+    let mut a1 = Series::default();
+    let mut a2 = Series::default();
+    let mut sled_seq = Series::default();
+    let mut sled_rand = Series::default();
+    let mut gateway_runs = 0usize;
+    for r in 0..runs {
+        let tag = if runs > 1 {
+            format!("run {}/{runs}: ", r + 1)
+        } else {
+            String::new()
+        };
+        for (streams, series) in [(1usize, &mut gw1), (2, &mut gw2)] {
+            let t = rt.block_on(ingest::gateway(&setup, &work, streams, gateway_runs))?;
+            gateway_runs += 1;
+            println!(
+                "{tag}gateway durable ingest ({streams} stream{}): {}",
+                if streams == 1 { "" } else { "s" },
+                describe(&t)
+            );
+            series.runs.push(t);
+        }
+        for (streams, series) in [(1usize, &mut a1), (2, &mut a2)] {
+            let t = rt.block_on(ingest::bare_tonic(&setup, &work, streams))?;
+            println!(
+                "{tag}baseline A, bare tonic mTLS ({streams} stream{}): {}",
+                if streams == 1 { "" } else { "s" },
+                describe(&t)
+            );
+            series.runs.push(t);
+        }
+        for (random, series) in [(false, &mut sled_seq), (true, &mut sled_rand)] {
+            let t = ingest::raw_sled(scratch.path(), &encoded, batch, random)?;
+            println!(
+                "{tag}baseline B, raw sled ({} keys): {}",
+                if random {
+                    "random 32-byte"
+                } else {
+                    "sequential u64"
+                },
+                describe(&t)
+            );
+            series.runs.push(t);
+        }
+    }
+
+    let median_note = if runs > 1 {
+        format!(" (median of {runs} runs)")
+    } else {
+        String::new()
+    };
+    println!();
+    println!(
+        "ingest benchmark: {} records of {}, batches of {}, record {:.0} B encoded (batch {:.0} KiB){median_note}",
+        thousands(records as f64),
+        ds.name,
+        thousands(batch as f64),
+        work.record_bytes,
+        work.batch_bytes / 1024.0
+    );
+    println!("{:-<100}", "");
+    let rss = |s: &Series| {
+        s.peak_rss_mib()
+            .map(|m| format!(", peak RSS {m:.0} MiB"))
+            .unwrap_or_default()
+    };
+    let rows: [(&str, &Series); 6] = [
+        ("gateway durable ingest (1 stream)", &gw1),
+        ("gateway durable ingest (2 streams)", &gw2),
+        ("baseline A, bare tonic mTLS (1 stream)", &a1),
+        ("baseline A, bare tonic mTLS (2 streams)", &a2),
+        ("baseline B, raw sled, sequential keys", &sled_seq),
+        ("baseline B, raw sled, random keys", &sled_rand),
+    ];
+    for (name, s) in rows {
+        println!(
+            "{:<42} {:>11} records/s  {:>7.2} s{}",
+            format!("{name}:"),
+            thousands(s.rps()),
+            s.secs(),
+            rss(s)
+        );
+    }
+    let ratio = |a: &Series, b: &Series| a.rps() / b.rps();
+    let ratios = [
+        ("gateway / baseline A (1 stream)", ratio(&gw1, &a1)),
+        ("gateway / baseline A (2 streams)", ratio(&gw2, &a2)),
+        (
+            "gateway (1 stream) / baseline B (sequential)",
+            ratio(&gw1, &sled_seq),
+        ),
+        (
+            "gateway (2 streams) / baseline B (sequential)",
+            ratio(&gw2, &sled_seq),
+        ),
+    ];
+    println!("{:-<100}", "");
+    for (name, r) in ratios {
+        println!("{:<46} {r:.2}", format!("{name}:"));
+    }
+    let json = serde_json::json!({
+        "bench": "ingest",
+        "dataset": ds.name.as_str(),
+        "records": records,
+        "batch": batch,
+        "runs": runs,
+        "record_encoded_bytes": round3(work.record_bytes),
+        "batch_encoded_bytes": work.batch_bytes.round(),
+        "gateway_1_stream": gw1.json(),
+        "gateway_2_streams": gw2.json(),
+        "baseline_a_1_stream": a1.json(),
+        "baseline_a_2_streams": a2.json(),
+        "baseline_b_sled_sequential": sled_seq.json(),
+        "baseline_b_sled_random": sled_rand.json(),
+        "ratio_gateway_1_to_a_1": round3(ratio(&gw1, &a1)),
+        "ratio_gateway_2_to_a_2": round3(ratio(&gw2, &a2)),
+        "ratio_gateway_1_to_b_seq": round3(ratio(&gw1, &sled_seq)),
+        "ratio_gateway_2_to_b_seq": round3(ratio(&gw2, &sled_seq)),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_thousands() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints, then every test of the workspace,
+# including end-to-end tests that run the real gateway and agent binaries over loopback mTLS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build binaries used by end-to-end tests"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+cargo test --workspace --locked
