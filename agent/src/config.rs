@@ -110,19 +110,7 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read agent config {}", path.display()))?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| {
-                    text.as_bytes()[..s.start.min(text.len())]
-                        .iter()
-                        .filter(|b| **b == b'\n')
-                        .count()
-                        + 1
-                })
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
-        })?;
+        let raw: RawConfig = skp_core::toml_file::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| {
             if p.is_absolute() {

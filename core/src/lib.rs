@@ -12,6 +12,7 @@ pub mod ids;
 pub mod normalise;
 pub mod pbconvert;
 pub mod token;
+pub mod toml_file;
 
 pub use catalog::{Catalog, CatalogError, Dataset, Field, FieldClass, FieldType};
 pub use ids::{AgencyId, DatasetName, FieldName, TRUST_DOMAIN};

@@ -90,19 +90,7 @@ impl GatewayConfig {
 
     /// Parses config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| {
-                    text.as_bytes()[..s.start.min(text.len())]
-                        .iter()
-                        .filter(|b| **b == b'\n')
-                        .count()
-                        + 1
-                })
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message().trim())
-        })?;
+        let raw: RawConfig = skp_core::toml_file::parse(text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: &Path| {
             if p.is_absolute() {
