@@ -265,7 +265,8 @@ mod tests {
             let v = match f.ty {
                 FieldType::PncId => format!("2019/0123456{letter}"),
                 FieldType::Name => "O'Brien".into(),
-                FieldType::Date => "1990-01-02".into(),
+                FieldType::Date if f.class == FieldClass::Direct => "1990-01-02".into(),
+                FieldType::Date => "2024-05-06".into(),
                 FieldType::Datetime => "2024-01-02T03:04".into(),
                 FieldType::Int => "3".into(),
                 FieldType::Bool => "no".into(),
