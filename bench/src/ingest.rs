@@ -2,7 +2,7 @@
 //! sled inserts.
 
 use crate::procfs::{self, CpuSnapshot};
-use crate::workload::Workload;
+use crate::workload::{SledItem, Workload};
 use agent::config::AgentConfig;
 use anyhow::{Context, Result, bail};
 use gateway::config::GatewayConfig;
@@ -337,45 +337,123 @@ pub async fn bare_tonic(setup: &Setup, workload: &Workload, streams: usize) -> R
     })
 }
 
+/// Key layout of a raw sled measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SledKeys {
+    /// Sequential u64 keys (big-endian).
+    Sequential,
+    /// The 32-byte record-key tokens (hash-like, random order).
+    Random,
+    /// What the gateway's store writes per record: a lookup of the record-key index, then
+    /// `r`‖seq → record, `k`‖dataset‖0‖record key → seq‖hash, `t`‖kind‖0‖token‖seq → empty per
+    /// person token, plus the count and next-seq keys once per batch. The flags leave parts out
+    /// to show what each costs.
+    GatewayLayout {
+        /// Look each record key up in the index before writing (the idempotency check).
+        lookup: bool,
+        /// Write the record-key index entry.
+        key_index: bool,
+        /// Write the token index entries.
+        token_index: bool,
+    },
+}
+
+impl SledKeys {
+    /// The full gateway layout.
+    pub const GATEWAY: Self = Self::GatewayLayout {
+        lookup: true,
+        key_index: true,
+        token_index: true,
+    };
+}
+
 /// Baseline B: the records' encoded bytes into a fresh sled 0.34 db (64 MiB cache), one
-/// `sled::Batch` per `batch` records, one `flush()` at the end. `random` keys by the 32-byte
-/// record-key token, otherwise by a sequential u64 (big-endian).
+/// `sled::Batch` per `batch` records, one `flush()` at the end. `high_throughput` uses the
+/// gateway's sled mode (`Mode::HighThroughput`, `flush_every_ms` 1000) instead of the defaults.
 pub fn raw_sled(
     scratch: &Path,
-    records: &[(Vec<u8>, Vec<u8>)],
+    dataset: &str,
+    records: &[SledItem],
     batch: usize,
-    random: bool,
+    keys: SledKeys,
+    high_throughput: bool,
 ) -> Result<Timed> {
     let dir = tempfile::Builder::new()
         .prefix("sled-")
         .tempdir_in(scratch)?;
-    let db = sled::Config::new()
+    let mut config = sled::Config::new()
         .path(dir.path())
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .context("cannot open a sled db")?;
+        .cache_capacity(64 * 1024 * 1024);
+    if high_throughput {
+        config = config
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(1000));
+    }
+    let db = config.open().context("cannot open a sled db")?;
     let bench_cpu = CpuSnapshot::take("self");
     let start = Instant::now();
     let mut seq = 0u64;
+    let mut found = 0usize;
     for chunk in records.chunks(batch.max(1)) {
         let mut b = sled::Batch::default();
-        for (key, value) in chunk {
-            if random {
-                b.insert(key.as_slice(), value.as_slice());
-            } else {
-                b.insert(&seq.to_be_bytes()[..], value.as_slice());
+        for item in chunk {
+            match keys {
+                SledKeys::Sequential => b.insert(&seq.to_be_bytes()[..], item.encoded.as_slice()),
+                SledKeys::Random => b.insert(item.record_key.as_slice(), item.encoded.as_slice()),
+                SledKeys::GatewayLayout {
+                    lookup,
+                    key_index,
+                    token_index,
+                } => {
+                    let mut k = Vec::with_capacity(2 + dataset.len() + 32);
+                    k.push(b'k');
+                    k.extend_from_slice(dataset.as_bytes());
+                    k.push(0);
+                    k.extend_from_slice(&item.record_key);
+                    if lookup && db.get(&k)?.is_some() {
+                        found += 1;
+                    }
+                    let mut r = vec![b'r'];
+                    r.extend_from_slice(&seq.to_be_bytes());
+                    b.insert(r, item.encoded.as_slice());
+                    if key_index {
+                        let mut v = seq.to_be_bytes().to_vec();
+                        v.extend_from_slice(&item.content_hash);
+                        b.insert(k, v);
+                    }
+                    for (kind, token) in item.tokens.iter().filter(|_| token_index) {
+                        let mut t = Vec::with_capacity(2 + kind.len() + 32 + 8);
+                        t.push(b't');
+                        t.extend_from_slice(kind.as_bytes());
+                        t.push(0);
+                        t.extend_from_slice(token);
+                        t.extend_from_slice(&seq.to_be_bytes());
+                        b.insert(t, &[][..]);
+                    }
+                }
             }
             seq += 1;
+        }
+        if matches!(keys, SledKeys::GatewayLayout { .. }) {
+            b.insert(
+                [b"c".as_slice(), dataset.as_bytes()].concat(),
+                &seq.to_be_bytes()[..],
+            );
+            b.insert(&b"mnext_seq"[..], &seq.to_be_bytes()[..]);
         }
         db.apply_batch(b)?;
     }
     db.flush()?;
     let secs = start.elapsed().as_secs_f64();
     let (bench_total, _) = bench_cpu.since();
-    if db.len() != records.len() {
+    let stored = if matches!(keys, SledKeys::GatewayLayout { .. }) {
+        db.scan_prefix(b"r").count()
+    } else {
+        db.len()
+    };
+    if stored != records.len() || found != 0 {
         bail!(
-            "raw sled: {} keys stored for {} records",
-            db.len(),
+            "raw sled: {stored} records stored for {} sent ({found} keys already present)",
             records.len()
         );
     }

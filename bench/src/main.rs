@@ -13,7 +13,7 @@ mod workload;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ingest::{Setup, Timed};
+use ingest::{Setup, SledKeys, Timed};
 use std::time::Instant;
 use workload::Workload;
 
@@ -41,6 +41,10 @@ enum Command {
         /// Repeat each measurement this many times and report the median.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Also measure raw sled with the gateway's sled mode and with the gateway's key layout
+        /// (record + record-key index + token index per record, with the index lookup).
+        #[arg(long)]
+        sled_variants: bool,
     },
 }
 
@@ -53,7 +57,8 @@ fn main() -> std::process::ExitCode {
             batch,
             dataset,
             runs,
-        } => run_ingest(records, batch, &dataset, runs),
+            sled_variants,
+        } => run_ingest(records, batch, &dataset, runs, sled_variants),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -172,7 +177,24 @@ fn build_hint(exe: &std::path::Path) -> &'static str {
     }
 }
 
-fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Result<()> {
+/// The 1-minute load average (the machine is shared: figures drift with load).
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn run_ingest(
+    records: usize,
+    batch: usize,
+    dataset: &str,
+    runs: usize,
+    sled_variants: bool,
+) -> Result<()> {
+    let load_before = loadavg();
     if records == 0 || batch == 0 || runs == 0 {
         bail!("--records, --batch and --runs must be at least 1");
     }
@@ -231,6 +253,46 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
     let mut a2 = Series::default();
     let mut sled_seq = Series::default();
     let mut sled_rand = Series::default();
+    let layout = |lookup, key_index, token_index| SledKeys::GatewayLayout {
+        lookup,
+        key_index,
+        token_index,
+    };
+    let mut extra: Vec<(&str, SledKeys, bool, Series)> = if sled_variants {
+        [
+            (
+                "raw sled, sequential keys, gateway mode",
+                SledKeys::Sequential,
+                true,
+            ),
+            ("raw sled, gateway key layout", SledKeys::GATEWAY, false),
+            (
+                "raw sled, gateway key layout, gateway mode",
+                SledKeys::GATEWAY,
+                true,
+            ),
+            (
+                "  same, without the index lookup",
+                layout(false, true, true),
+                true,
+            ),
+            (
+                "  same, without the token index",
+                layout(true, true, false),
+                true,
+            ),
+            (
+                "  same, records only (no lookup, no indexes)",
+                layout(false, false, false),
+                true,
+            ),
+        ]
+        .into_iter()
+        .map(|(n, k, ht)| (n, k, ht, Series::default()))
+        .collect()
+    } else {
+        Vec::new()
+    };
     let mut gateway_runs = 0usize;
     for r in 0..runs {
         let tag = if runs > 1 {
@@ -257,11 +319,21 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
             );
             series.runs.push(t);
         }
-        for (random, series) in [(false, &mut sled_seq), (true, &mut sled_rand)] {
-            let t = ingest::raw_sled(scratch.path(), &encoded, batch, random)?;
+        for (keys, series) in [
+            (SledKeys::Sequential, &mut sled_seq),
+            (SledKeys::Random, &mut sled_rand),
+        ] {
+            let t = ingest::raw_sled(
+                scratch.path(),
+                ds.name.as_str(),
+                &encoded,
+                batch,
+                keys,
+                false,
+            )?;
             println!(
                 "{tag}baseline B, raw sled ({} keys): {}",
-                if random {
+                if keys == SledKeys::Random {
                     "random 32-byte"
                 } else {
                     "sequential u64"
@@ -270,7 +342,20 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
             );
             series.runs.push(t);
         }
+        for (name, keys, high_throughput, series) in extra.iter_mut() {
+            let t = ingest::raw_sled(
+                scratch.path(),
+                ds.name.as_str(),
+                &encoded,
+                batch,
+                *keys,
+                *high_throughput,
+            )?;
+            println!("{tag}{name}: {}", describe(&t));
+            series.runs.push(t);
+        }
     }
+    let load_after = loadavg();
 
     let median_note = if runs > 1 {
         format!(" (median of {runs} runs)")
@@ -286,6 +371,12 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
         work.record_bytes,
         work.batch_bytes / 1024.0
     );
+    println!(
+        "load average (1 min) before/after: {} / {} on {} CPUs",
+        load_before.map_or("?".into(), |l| format!("{l:.2}")),
+        load_after.map_or("?".into(), |l| format!("{l:.2}")),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("{:-<100}", "");
     let rss = |s: &Series| {
         s.peak_rss_mib()
@@ -300,7 +391,8 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
         ("baseline B, raw sled, sequential keys", &sled_seq),
         ("baseline B, raw sled, random keys", &sled_rand),
     ];
-    for (name, s) in rows {
+    let extra_rows = extra.iter().map(|(n, _, _, s)| (*n, s));
+    for (name, s) in rows.into_iter().chain(extra_rows) {
         println!(
             "{:<42} {:>11} records/s  {:>7.2} s{}",
             format!("{name}:"),
@@ -344,6 +436,12 @@ fn run_ingest(records: usize, batch: usize, dataset: &str, runs: usize) -> Resul
         "ratio_gateway_2_to_a_2": round3(ratio(&gw2, &a2)),
         "ratio_gateway_1_to_b_seq": round3(ratio(&gw1, &sled_seq)),
         "ratio_gateway_2_to_b_seq": round3(ratio(&gw2, &sled_seq)),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "sled_variants": extra
+            .iter()
+            .map(|(n, _, _, s)| (n.to_string(), s.json()))
+            .collect::<serde_json::Map<_, _>>(),
     });
     println!("{json}");
     Ok(())

@@ -103,12 +103,34 @@ impl Workload {
         out
     }
 
-    /// Each record's key token and encoded bytes, in sending order (for the raw sled baseline).
-    pub fn encoded_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Each record's encoded bytes and index keys, in sending order (for the raw sled baselines).
+    pub fn encoded_records(&self) -> Vec<SledItem> {
         self.batches
             .iter()
             .flat_map(|b| &b.records)
-            .map(|r| (r.record_key.clone(), r.encode_to_vec()))
+            .map(|r| SledItem {
+                record_key: r.record_key.clone(),
+                content_hash: r.content_hash.clone(),
+                tokens: r
+                    .persons
+                    .iter()
+                    .flat_map(|p| &p.tokens)
+                    .map(|t| (t.kind.clone(), t.token.clone()))
+                    .collect(),
+                encoded: r.encode_to_vec(),
+            })
             .collect()
     }
+}
+
+/// One record as the raw sled baselines write it.
+pub struct SledItem {
+    /// 32-byte record-key token.
+    pub record_key: Vec<u8>,
+    /// 32-byte content hash.
+    pub content_hash: Vec<u8>,
+    /// `(kind, token)` of every person token.
+    pub tokens: Vec<(String, Vec<u8>)>,
+    /// The encoded `Record`.
+    pub encoded: Vec<u8>,
 }
