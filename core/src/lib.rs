@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod content;
 pub mod ids;
+pub mod merkle;
 pub mod normalise;
 pub mod pbconvert;
 pub mod token;
