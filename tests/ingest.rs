@@ -62,7 +62,7 @@ fn open_store(pki: &Pki) -> Result<Store> {
     let dir = pki.path().join("data");
     let mut last = None;
     for _ in 0..100 {
-        match Store::open(&dir, 16) {
+        match Store::open(&dir) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }

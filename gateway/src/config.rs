@@ -20,8 +20,6 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
-    #[serde(default)]
-    store: RawStore,
 }
 
 fn default_trust_domain() -> String {
@@ -43,12 +41,6 @@ struct RawLimits {
     max_message_bytes: Option<usize>,
     handshake_timeout_secs: Option<u64>,
     max_handshakes: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    cache_mb: Option<u64>,
 }
 
 /// The validated gateway configuration.
@@ -76,8 +68,6 @@ pub struct GatewayConfig {
     pub handshake_timeout: std::time::Duration,
     /// Most TLS handshakes in progress at once (slow or hostile clients cannot pile up).
     pub max_handshakes: usize,
-    /// sled page cache, in MiB.
-    pub cache_mb: u64,
 }
 
 impl GatewayConfig {
@@ -130,7 +120,6 @@ impl GatewayConfig {
                 raw.limits.handshake_timeout_secs.unwrap_or(10),
             ),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(1024),
-            cache_mb: raw.store.cache_mb.unwrap_or(64),
         })
     }
 

@@ -181,9 +181,6 @@ key = "gateway.key"
 [limits]
 max_message_bytes = 4194304
 handshake_timeout_secs = 10
-
-[store]
-cache_mb = 64
 "#
     )
 }

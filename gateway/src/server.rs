@@ -39,7 +39,7 @@ impl RunningGateway {
 /// Starts the gateway on `config.listen` (or `listen` if given). Returns once it is listening.
 pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result<RunningGateway> {
     let catalog = Arc::new(config.load_catalog()?);
-    let store = Store::open(&config.data_dir, config.cache_mb)
+    let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let tls =
         crate::tls::server_config(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
