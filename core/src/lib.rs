@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod content;
 pub mod ids;
 pub mod merkle;
