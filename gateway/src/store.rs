@@ -385,7 +385,7 @@ impl Store {
 
     /// The live record stored under a sequence number.
     pub fn record_at(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
-        if !self.is_live(seq)? {
+        if seq == 0 {
             return Ok(None);
         }
         let loc = {
@@ -395,38 +395,23 @@ impl Store {
                 None => return Ok(None),
             }
         };
-        match read_frame_at(&self.inner.dir.join("records"), loc)? {
-            (KIND_RECORD, _, body) if body.len() >= 8 => StoredRecord::decode(&body[8..])
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
-            _ => Ok(None),
-        }
-    }
-
-    fn is_live(&self, seq: u64) -> Result<bool, StoreError> {
-        if seq == 0 {
-            return Ok(false);
-        }
-        let st = self.inner.state.read().map_err(|_| lock_err())?;
-        let Some(loc) = st.locs.get((seq - 1) as usize).copied() else {
-            return Ok(false);
+        let rec = match read_frame_at(&self.inner.dir.join("records"), loc)? {
+            (KIND_RECORD, _, body) if body.len() >= 8 => {
+                StoredRecord::decode(&body[8..]).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+            _ => return Ok(None),
         };
-        drop(st);
-        let (kind, _, body) = read_frame_at(&self.inner.dir.join("records"), loc)?;
-        if kind != KIND_RECORD || body.len() < 8 {
-            return Ok(false);
-        }
-        let rec =
-            StoredRecord::decode(&body[8..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // Live only if the record-key index still points at this version.
         let key = rec
             .record
             .as_ref()
             .and_then(|r| <[u8; 32]>::try_from(r.record_key.as_slice()).ok());
         let st = self.inner.state.read().map_err(|_| lock_err())?;
-        Ok(match (st.find_dataset(&rec.dataset), key) {
+        let live = match (st.find_dataset(&rec.dataset), key) {
             (Some(id), Some(k)) => st.keys.get(&(id, k)).is_some_and(|l| l.seq == seq),
             _ => false,
-        })
+        };
+        Ok(live.then_some(rec))
     }
 
     /// The store's directory.

@@ -183,15 +183,8 @@ impl BatchPlan<'_> {
         }
         // A raw identifier in free text is the most serious fault: report it before any other.
         for (field, value) in self.sent.iter().zip(&values) {
-            if let (FieldType::Str, Some(Kind::Text(s))) = (field.ty, &value.kind)
-                && let Some(what) = raw_identifier_in(s)
-            {
-                return Err(problem(
-                    field.name.as_str(),
-                    format!(
-                        "text looks like it contains {what}; raw identifiers must not leave the agency"
-                    ),
-                ));
+            if let Some(reason) = raw_identifier_reason(field, value) {
+                return Err(problem(field.name.as_str(), reason));
             }
         }
         for (field, value) in self.sent.iter().zip(&values) {
@@ -265,7 +258,18 @@ impl BatchPlan<'_> {
     }
 }
 
-/// Checks one value against its field. The reason never repeats the value.
+/// Why a free-text value must be refused as holding a raw direct identifier, if it must.
+fn raw_identifier_reason(field: &skp_core::Field, value: &Value) -> Option<String> {
+    match (field.ty, &value.kind) {
+        (FieldType::Str, Some(Kind::Text(s))) => raw_identifier_in(s).map(|what| {
+            format!("text looks like it contains {what}; raw identifiers must not leave the agency")
+        }),
+        _ => None,
+    }
+}
+
+/// Checks one value against its field (raw identifiers are checked by
+/// [`raw_identifier_reason`] first). The reason never repeats the value.
 fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
     let Some(kind) = &value.kind else {
         return if field.required {
@@ -279,11 +283,6 @@ fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
         (FieldType::Str, Kind::Text(s)) => {
             if s.chars().count() > field.max_len as usize {
                 return Err(format!("text longer than {} characters", field.max_len));
-            }
-            if let Some(what) = raw_identifier_in(s) {
-                return Err(format!(
-                    "text looks like it contains {what}; raw identifiers must not leave the agency"
-                ));
             }
             Ok(())
         }
@@ -525,8 +524,11 @@ mod tests {
             .expect("a free-text field");
         assert_eq!(free.ty, FieldType::Str);
         let f = free.clone();
-        assert!(check_value(&f, &text("outside Oceana, Clarence St")).is_ok());
-        let e = check_value(&f, &text("pt 943 476 5919")).expect_err("nhs");
+        assert_eq!(
+            raw_identifier_reason(&f, &text("outside Oceana, Clarence St")),
+            None
+        );
+        let e = raw_identifier_reason(&f, &text("pt 943 476 5919")).expect("nhs");
         assert!(e.contains("NHS number"), "{e}");
         assert!(!e.contains("943"), "reason must not echo the value: {e}");
         let _ = icb;
