@@ -13,6 +13,9 @@ use skp_core::ids::{KINGSTON_AGENCIES, spiffe_uri};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
+/// Name of the development audit key.
+pub const AUDIT_KEY_NAME: &str = "kingston.skp/audit";
+
 /// What `dev-certs` made.
 #[derive(Debug)]
 pub struct DevPki {
@@ -99,6 +102,22 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         "linkage.key",
         &format!("{}\n", skp_core::LinkageKey::generate_hex()),
         0o600,
+    )?;
+
+    // The gateway's Ed25519 audit key: it signs checkpoints of the audit log; IG officers pin
+    // the verifier key (audit.pub) to check them.
+    let audit = skp_core::checkpoint::SigningKey::generate(AUDIT_KEY_NAME)?;
+    write(
+        dir,
+        "audit.key",
+        &format!("{}\n", audit.to_private_text()),
+        0o600,
+    )?;
+    write(
+        dir,
+        "audit.pub",
+        &format!("{}\n", audit.verifier_key_string()),
+        0o644,
     )?;
 
     let mut agent_configs = Vec::new();
@@ -229,4 +248,51 @@ fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<PathBuf> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_pki_has_private_keys_only_for_the_owner_and_a_usable_audit_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let pki = make_dev_pki(dir.path(), &DevPkiOptions::default()).expect("pki");
+        assert_eq!(pki.agent_configs.len(), 5);
+        for f in [
+            "ca.key",
+            "gateway.key",
+            "linkage.key",
+            "audit.key",
+            "agents/lfb.key",
+        ] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .expect(f)
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        let sk = std::fs::read_to_string(dir.path().join("audit.key")).expect("audit.key");
+        let vk = std::fs::read_to_string(dir.path().join("audit.pub")).expect("audit.pub");
+        let sk =
+            skp_core::checkpoint::SigningKey::from_private_text(sk.trim()).expect("signing key");
+        let vk = skp_core::checkpoint::VerifierKey::parse(vk.trim()).expect("verifier key");
+        let cp = skp_core::checkpoint::Checkpoint::new(
+            "kingston.skp/audit/v1",
+            0,
+            skp_core::merkle::EMPTY_ROOT,
+        )
+        .expect("cp");
+        let note = skp_core::checkpoint::sign(&cp, &sk).expect("sign");
+        assert_eq!(
+            skp_core::checkpoint::open(&note, &vk, "kingston.skp/audit/v1").expect("open"),
+            cp
+        );
+        assert!(
+            make_dev_pki(dir.path(), &DevPkiOptions::default()).is_err(),
+            "refuses to overwrite"
+        );
+    }
 }
