@@ -330,7 +330,8 @@ impl Store {
         Ok(v)
     }
 
-    /// Number of live records, counted one by one (checks the maintained counters).
+    /// Number of live records in the record-key index (kept apart from the per-dataset counters
+    /// of [`Store::counts`], so tests can check one against the other).
     pub fn count_records(&self) -> Result<u64, StoreError> {
         Ok(self.inner.state.read().map_err(|_| lock_err())?.keys.len() as u64)
     }
@@ -630,30 +631,11 @@ impl Writer {
     }
 }
 
-/// Reads frames by location, keeping the last segment file open.
-struct SegmentReader<'a> {
-    dir: &'a Path,
-    open: Option<(u32, File)>,
-}
-
-impl<'a> SegmentReader<'a> {
-    fn new(dir: &'a Path) -> Self {
-        Self { dir, open: None }
-    }
-    fn read(&mut self, loc: Loc) -> Result<(u8, u64, Vec<u8>), StoreError> {
-        if self.open.as_ref().is_none_or(|(n, _)| *n != loc.segment) {
-            let p = segment_path(self.dir, loc.segment);
-            self.open = Some((loc.segment, File::open(&p).map_err(|e| io_at(&p, e))?));
-        }
-        let Some((_, f)) = self.open.as_mut() else {
-            return Err(StoreError::Io("segment not open".into()));
-        };
-        read_frame(f, u64::from(loc.offset))
-    }
-}
-
+/// Reads and checks the frame at a location: (kind, seq, body).
 fn read_frame_at(dir: &Path, loc: Loc) -> Result<(u8, u64, Vec<u8>), StoreError> {
-    SegmentReader::new(dir).read(loc)
+    let p = segment_path(dir, loc.segment);
+    let mut f = File::open(&p).map_err(|e| io_at(&p, e))?;
+    read_frame(&mut f, u64::from(loc.offset))
 }
 
 /// Reads and checks one frame at `offset`: (kind, seq, body).
