@@ -23,6 +23,8 @@ fn text(o: &Output) -> String {
 fn synth(agency: &str, persons: usize, out: &Path) -> Result<Vec<(String, PathBuf)>> {
     let o = run_agent(&[
         "synth",
+        "--shape",
+        "catalog",
         "--agency",
         agency,
         "--persons",

@@ -52,21 +52,50 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
     },
-    /// Write synthetic source exports (one CSV per dataset) for an agency, or `all`.
+    /// Write synthetic Kingston exports (one CSV per dataset) for an agency, or `all`, with the
+    /// hidden truth under OUT/truth/ (never push it). `--shape source` writes each agency's own
+    /// column names, codes and date formats plus OUT/<agency>.agent.toml, the agent mapping
+    /// that reads them.
     Synth {
         /// Agency id or `all`.
         #[arg(long)]
         agency: String,
-        /// Size of the synthetic population (rows per dataset as well).
+        /// Size of the synthetic population (at most 909,091: the NHS 999 test range).
         #[arg(long, default_value_t = 1000)]
         persons: usize,
-        /// Random seed.
+        /// Random seed: the same seed and options give byte-identical files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// `catalog`: catalog column names, every row valid (pipeline fixtures); `source`: each
+        /// agency's export with realistic identifier errors, some deliberately invalid.
+        #[arg(long, value_enum, default_value_t = ShapeArg::Source)]
+        shape: ShapeArg,
+        /// Rows per dataset. Default: --persons with --shape catalog; with --shape source,
+        /// realistic volumes for the population over the window.
+        #[arg(long)]
+        rows: Option<usize>,
+        /// First day of events (YYYY-MM-DD).
+        #[arg(long, default_value = "2024-01-01")]
+        from: String,
+        /// Last day of events (YYYY-MM-DD).
+        #[arg(long, default_value = "2024-12-31")]
+        to: String,
+        /// TOML file overriding error and event rates (`[errors]`, `[events]`, `[events.volumes]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+}
+
+/// `--shape` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ShapeArg {
+    /// Catalog field names and spellings.
+    Catalog,
+    /// Each agency's own export.
+    Source,
 }
 
 fn main() -> std::process::ExitCode {
@@ -130,26 +159,88 @@ fn run(cli: Cli) -> Result<u8> {
             persons,
             seed,
             out,
+            shape,
+            rows,
+            from,
+            to,
+            config,
         } => {
-            let catalog = skp_core::Catalog::embedded()?;
-            let people = agent::synth::population(persons, seed);
-            let datasets: Vec<&skp_core::Dataset> = catalog
-                .datasets()
-                .filter(|d| agency == "all" || d.owner.as_str() == agency)
-                .collect();
-            if datasets.is_empty() {
-                anyhow::bail!(
-                    "no dataset in the catalog is owned by {agency:?}; agencies are met-police, rbk-council, lfb, probation, swl-icb (or all)"
-                );
-            }
-            for (name, path) in agent::synth::write_datasets(datasets, &people, persons, seed, &out)
-                .with_context(|| format!("cannot write into {}", out.display()))?
-            {
-                println!("{name}: {}", path.display());
-            }
+            synth(agency, persons, seed, out, shape, rows, (from, to), config)?;
             Ok(0)
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn synth(
+    agency: String,
+    persons: usize,
+    seed: u64,
+    out: PathBuf,
+    shape: ShapeArg,
+    rows: Option<usize>,
+    (from, to): (String, String),
+    config: Option<PathBuf>,
+) -> Result<()> {
+    use agent::synth::{MAX_PERSONS, Shape, SynthConfig, Volume};
+    if persons == 0 || persons > MAX_PERSONS {
+        anyhow::bail!(
+            "--persons {persons}: give between 1 and {MAX_PERSONS} (the NHS 999 test range holds {MAX_PERSONS} valid numbers)"
+        );
+    }
+    let catalog = skp_core::Catalog::embedded()?;
+    let datasets: Vec<&skp_core::Dataset> = catalog
+        .datasets()
+        .filter(|d| agency == "all" || d.owner.as_str() == agency)
+        .collect();
+    if datasets.is_empty() {
+        anyhow::bail!(
+            "no dataset in the catalog is owned by {agency:?}; agencies are met-police, rbk-council, lfb, probation, swl-icb (or all)"
+        );
+    }
+    let (shape, default_volume) = match shape {
+        ShapeArg::Catalog => (Shape::Catalog, Volume::PerDataset(persons)),
+        ShapeArg::Source => (Shape::Source, Volume::Realistic),
+    };
+    let mut cfg = SynthConfig::new(
+        seed,
+        shape,
+        rows.map(Volume::PerDataset).unwrap_or(default_volume),
+    );
+    let day = |flag: &str, s: &str| {
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+            .with_context(|| format!("{flag} {s:?}: expected a date like 2024-01-31"))
+    };
+    cfg.from = day("--from", &from)?;
+    cfg.to = day("--to", &to)?;
+    if let Some(path) = &config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        cfg.apply_toml(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    }
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("\n"));
+    }
+    let people = agent::synth::population(persons, seed);
+    let written = agent::synth::generate(datasets, &people, &cfg, &out)
+        .with_context(|| format!("cannot write into {}", out.display()))?;
+    for w in &written {
+        println!("{}: {}", w.dataset, w.path.display());
+    }
+    eprintln!(
+        "{} rows in {} files; hidden truth in {} (never push it){}",
+        written.iter().map(|w| w.rows).sum::<u64>(),
+        written.len(),
+        out.join("truth").display(),
+        if shape == Shape::Source {
+            format!("; agent mappings in {}/<agency>.agent.toml", out.display())
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 fn print_report(r: &PushReport) {
