@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sharing/v1/agent.proto"];
+    let protos = ["sharing/v1/agent.proto", "sharing/v1/audit.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -301,8 +301,13 @@ pub async fn bare_tonic(setup: &Setup, workload: &Workload, streams: usize) -> R
     let tls = gateway::tls::server_config(&cfg.ca, &cfg.cert, &cfg.key, cfg.crl.as_deref())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let incoming =
-        gateway::tls::accept_loop(listener, tls, cfg.handshake_timeout, cfg.max_handshakes);
+    let incoming = gateway::tls::accept_loop(
+        listener,
+        tls,
+        cfg.handshake_timeout,
+        cfg.max_handshakes,
+        None,
+    );
     let svc = AgentServiceServer::new(CountingSvc)
         .max_decoding_message_size(cfg.max_message_bytes)
         .max_encoding_message_size(cfg.max_message_bytes);

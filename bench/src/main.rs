@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod ingest;
 mod procfs;
 mod workload;
@@ -46,6 +47,18 @@ enum Command {
         #[arg(long)]
         sled_variants: bool,
     },
+    /// Durable audit appends (1, 8, 64 writers) and offline verification vs raw SHA-256.
+    Audit {
+        /// Appends per measurement with 8 and 64 writers (a tenth of it with 1 writer).
+        #[arg(long, default_value_t = 200_000)]
+        appends: usize,
+        /// Entries in the export that is verified.
+        #[arg(long, default_value_t = 1_000_000)]
+        verify_entries: usize,
+        /// Repeat each measurement this many times and report the median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +72,11 @@ fn main() -> std::process::ExitCode {
             runs,
             sled_variants,
         } => run_ingest(records, batch, &dataset, runs, sled_variants),
+        Command::Audit {
+            appends,
+            verify_entries,
+            runs,
+        } => audit::run(appends, verify_entries, runs),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

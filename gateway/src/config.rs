@@ -20,6 +20,14 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    key: PathBuf,
+    origin: Option<String>,
 }
 
 fn default_trust_domain() -> String {
@@ -68,6 +76,10 @@ pub struct GatewayConfig {
     pub handshake_timeout: std::time::Duration,
     /// Most TLS handshakes in progress at once (slow or hostile clients cannot pile up).
     pub max_handshakes: usize,
+    /// Ed25519 audit signing key file (`[audit] key`).
+    pub audit_key: PathBuf,
+    /// Origin of the audit log's checkpoints (`[audit] origin`).
+    pub audit_origin: String,
 }
 
 impl GatewayConfig {
@@ -106,7 +118,24 @@ impl GatewayConfig {
                 path.display()
             );
         }
+        let Some(audit) = raw.audit else {
+            bail!(
+                "{}: no [audit] section; add one naming the audit signing key, e.g.\n[audit]\nkey = \"audit.key\"\n(`gateway dev-certs` makes one)",
+                path.display()
+            );
+        };
+        let audit_origin = audit
+            .origin
+            .unwrap_or_else(|| crate::pki::audit_origin(&raw.trust_domain));
+        if audit_origin.is_empty() || audit_origin.chars().any(|c| c.is_control()) {
+            bail!(
+                "{}: audit.origin must be a non-empty single line, e.g. \"kingston.skp/audit/v1\"",
+                path.display()
+            );
+        }
         Ok(Self {
+            audit_key: rel(&audit.key),
+            audit_origin,
             listen,
             data_dir: rel(&raw.data_dir),
             trust_domain: raw.trust_domain,
@@ -160,9 +189,11 @@ mod tests {
 
     #[test]
     fn relative_paths_anchor_at_the_file() {
-        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n";
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n[audit]\nkey=\"audit.key\"\n";
         let c = GatewayConfig::parse(Path::new("/x/gateway.toml"), text).expect("good");
         assert_eq!(c.ca, Path::new("/x/a.pem"));
+        assert_eq!(c.audit_key, Path::new("/x/audit.key"));
+        assert_eq!(c.audit_origin, "kingston.skp/audit/v1");
         assert_eq!(c.cert, Path::new("/abs/b"));
         assert_eq!(c.data_dir, Path::new("/x/d"));
     }
@@ -173,5 +204,13 @@ mod tests {
             "listen = \"localhost\"\ndata_dir = \"d\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
         let e = GatewayConfig::parse(Path::new("g.toml"), text).expect_err("bad");
         assert!(e.to_string().contains("IP:PORT"), "{e}");
+    }
+
+    #[test]
+    fn missing_audit_section_says_how_to_fix() {
+        let text =
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a\"\ncert=\"b\"\nkey=\"c\"\n";
+        let e = GatewayConfig::parse(Path::new("g.toml"), text).expect_err("bad");
+        assert!(e.to_string().contains("[audit]"), "{e}");
     }
 }

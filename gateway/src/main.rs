@@ -47,6 +47,110 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Read, prove, export and verify the audit log (information governance officers).
+    #[command(subcommand)]
+    Audit(Box<AuditCommand>),
+}
+
+/// Default auditor client config (made by `gateway dev-certs`).
+const DEFAULT_AUDITOR_CONFIG: &str = "certs-dev/auditors/ig-officer.toml";
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit entries (a table, or JSON lines with --json); the query is itself audited.
+    Log {
+        /// Auditor client config.
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Entries at or after this UTC time or date (RFC 3339, e.g. 2026-11-25).
+        #[arg(long)]
+        from: Option<String>,
+        /// Entries before this UTC time or date.
+        #[arg(long)]
+        to: Option<String>,
+        /// Actor id (SPIFFE URI), exact.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Actor's agency, e.g. lfb.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Action: ingest, withdraw, release, deny, audit_query, policy_load, auth_failure,
+        /// gateway_start, gateway_stop, storage_failure.
+        #[arg(long)]
+        action: Option<String>,
+        /// Agreement id.
+        #[arg(long)]
+        agreement: Option<String>,
+        /// Purpose id.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// allow or deny.
+        #[arg(long)]
+        decision: Option<String>,
+        /// First entry index to consider.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Most entries to print (at most 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// Print the entries' canonical JSON, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export every entry with a signed checkpoint covering them to FILE (checked after writing).
+    Export {
+        /// Auditor client config.
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export offline: every leaf, the root, the signature, and consistency with a
+    /// checkpoint you kept. Names the first bad entry; exit code 1 if anything is wrong.
+    Verify {
+        /// The export file.
+        file: PathBuf,
+        /// The pinned verifier key: a file (audit.pub) or the key text.
+        #[arg(long)]
+        pubkey: String,
+        /// An older signed checkpoint you kept (e.g. from `gateway audit tree-head --save`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The log's origin.
+        #[arg(long, default_value = "kingston.skp/audit/v1")]
+        origin: String,
+    },
+    /// Fetch entry N with its inclusion proof and check it against a signed checkpoint.
+    Prove {
+        /// Auditor client config.
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Entry index.
+        #[arg(long)]
+        entry: u64,
+    },
+    /// Fetch and check the current signed checkpoint; --save keeps it for later verification.
+    TreeHead {
+        /// Auditor client config.
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Save the signed checkpoint to this file.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +197,133 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { persons, out } => runtime()?.block_on(gateway::demo::run(persons, out)),
+        Command::Audit(cmd) => audit(*cmd),
+    }
+}
+
+fn audit(cmd: AuditCommand) -> Result<()> {
+    use gateway::audit::client::{self, AuditorConfig};
+    match cmd {
+        AuditCommand::Log {
+            config,
+            gateway,
+            from,
+            to,
+            actor,
+            agency,
+            action,
+            agreement,
+            purpose,
+            decision,
+            start,
+            limit,
+            json,
+        } => {
+            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let q = sharing_proto::v1::AuditQuery {
+                from_time: from.unwrap_or_default(),
+                to_time: to.unwrap_or_default(),
+                actor: actor.unwrap_or_default(),
+                agency: agency.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                agreement: agreement.unwrap_or_default(),
+                purpose: purpose.unwrap_or_default(),
+                decision: decision.unwrap_or_default(),
+                limit,
+                start,
+            };
+            let n = runtime()?.block_on(client::log(&cfg, q, json))?;
+            if !json {
+                eprintln!("{n} entries");
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            config,
+            gateway,
+            out,
+        } => {
+            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cp = runtime()?.block_on(client::export(&cfg, &out))?;
+            println!(
+                "exported {} entries to {}; root {} (signed checkpoint verified)",
+                cp.size,
+                out.display(),
+                hex::encode(cp.root)
+            );
+            Ok(())
+        }
+        AuditCommand::Verify {
+            file,
+            pubkey,
+            checkpoint,
+            origin,
+        } => {
+            let vk = skp_core::checkpoint::VerifierKey::parse(&client::read_pubkey(&pubkey)?)
+                .map_err(|e| anyhow::anyhow!("{pubkey}: {e}"))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let old = match &checkpoint {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            let report = gateway::audit::verify::verify(&text, &vk, &origin, old.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: VERIFICATION FAILED: {e}", file.display()))?;
+            println!(
+                "{}: OK: {} entries, root {}, signed by {}",
+                file.display(),
+                report.entries,
+                hex::encode(report.root),
+                vk.name()
+            );
+            if let Some(n) = report.old_checked {
+                println!("consistent with the kept checkpoint of {n} entries");
+            }
+            Ok(())
+        }
+        AuditCommand::Prove {
+            config,
+            gateway,
+            entry,
+        } => {
+            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let p = runtime()?.block_on(client::prove(&cfg, entry))?;
+            println!("entry {entry}: {}", String::from_utf8_lossy(&p.entry));
+            println!("leaf hash: {}", hex::encode(p.leaf));
+            println!(
+                "inclusion proof ({} hashes) in the tree of {} entries:",
+                p.path.len(),
+                p.checkpoint.size
+            );
+            for h in &p.path {
+                println!("  {}", hex::encode(h));
+            }
+            println!(
+                "root {} (signed checkpoint verified): entry {entry} is in the log",
+                hex::encode(p.checkpoint.root)
+            );
+            Ok(())
+        }
+        AuditCommand::TreeHead {
+            config,
+            gateway,
+            save,
+        } => {
+            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cp = runtime()?.block_on(client::tree_head(&cfg, save.as_deref()))?;
+            println!(
+                "{} entries, root {} (signature verified)",
+                cp.size,
+                hex::encode(cp.root)
+            );
+            if let Some(p) = save {
+                println!("signed checkpoint saved to {}", p.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -25,6 +25,16 @@ pub struct DevPki {
     pub gateway_config: PathBuf,
     /// `DIR/agents/<id>.toml`, per agency.
     pub agent_configs: Vec<(AgencyId, PathBuf)>,
+    /// `DIR/auditors/<name>.toml`: the IG officer's client config for `gateway audit`.
+    pub auditor_config: PathBuf,
+}
+
+/// Name of the development auditor (IG officer) identity.
+pub const DEV_AUDITOR: &str = "ig-officer";
+
+/// The audit log origin for a trust domain (first line of its checkpoints).
+pub fn audit_origin(trust_domain: &str) -> String {
+    format!("{trust_domain}/audit/v1")
 }
 
 /// Options for [`make_dev_pki`].
@@ -56,8 +66,10 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir.join("agents"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    for sub in ["agents", "auditors"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
     let now = OffsetDateTime::now_utc();
 
     let ca_key = KeyPair::generate()?;
@@ -136,6 +148,22 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         let p = write(dir, &format!("agents/{id}.toml"), &cfg, 0o644)?;
         agent_configs.push((agency, p));
     }
+    let (cert, key) = issue_client_cert(
+        &issuer,
+        &format!("spiffe://{}/auditor/{DEV_AUDITOR}", opts.trust_domain),
+        &format!("auditor {DEV_AUDITOR}"),
+        "Safer Kingston Partnership information governance",
+        now - Duration::hours(1),
+        now + Duration::days(365),
+    )?;
+    write(dir, &format!("auditors/{DEV_AUDITOR}.pem"), &cert, 0o644)?;
+    write(dir, &format!("auditors/{DEV_AUDITOR}.key"), &key, 0o600)?;
+    let auditor_config = write(
+        dir,
+        &format!("auditors/{DEV_AUDITOR}.toml"),
+        &auditor_config_text(&opts.listen, &opts.trust_domain),
+        0o644,
+    )?;
     let gateway_config = write(
         dir,
         "gateway.toml",
@@ -146,6 +174,7 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         dir: dir.to_path_buf(),
         gateway_config,
         agent_configs,
+        auditor_config,
     })
 }
 
@@ -157,13 +186,31 @@ pub fn issue_agent_cert(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<(String, String)> {
+    issue_client_cert(
+        issuer,
+        &spiffe_uri(trust_domain, agency),
+        &format!("agent {agency}"),
+        agency.as_str(),
+        not_before,
+        not_after,
+    )
+}
+
+/// Issues a client certificate (PEM cert, PEM key) whose identity is the SPIFFE URI `uri`.
+pub fn issue_client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    uri: &str,
+    common_name: &str,
+    organisation: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, common_name);
     p.distinguished_name
-        .push(DnType::CommonName, format!("agent {agency}"));
-    p.distinguished_name
-        .push(DnType::OrganizationName, agency.as_str());
-    p.subject_alt_names = vec![SanType::URI(spiffe_uri(trust_domain, agency).try_into()?)];
+        .push(DnType::OrganizationName, organisation);
+    p.subject_alt_names = vec![SanType::URI(uri.to_string().try_into()?)];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.not_before = not_before;
@@ -200,7 +247,34 @@ key = "gateway.key"
 [limits]
 max_message_bytes = 4194304
 handshake_timeout_secs = 10
-"#
+
+[audit]
+# Ed25519 key that signs checkpoints of the audit log; IG officers pin audit.pub.
+key = "audit.key"
+origin = "{origin}"
+"#,
+        origin = audit_origin(trust_domain)
+    )
+}
+
+fn auditor_config_text(listen: &str, trust_domain: &str) -> String {
+    let port = listen.rsplit(':').next().unwrap_or("7443");
+    format!(
+        r#"# Client configuration of the development IG officer, made by `gateway dev-certs`.
+# Paths are relative to this file. Run: gateway audit log --config {{this file}}
+gateway = "https://localhost:{port}"
+
+[tls]
+ca = "../ca.pem"
+cert = "{DEV_AUDITOR}.pem"
+key = "{DEV_AUDITOR}.key"
+
+[audit]
+# The verifier key you pin: checkpoints must be signed by it.
+pubkey = "../audit.pub"
+origin = "{origin}"
+"#,
+        origin = audit_origin(trust_domain)
     )
 }
 

@@ -1,11 +1,16 @@
 //! `gateway serve`: loads config, catalog and store, terminates TLS itself (for CRLs and client
 //! identities) and serves the gRPC services, health and reflection until told to stop.
 
+use crate::audit::entry::{Action, Actor, Decision, Entry};
+use crate::audit::log::AuditLog;
 use crate::config::GatewayConfig;
+use crate::service::Shared;
 use crate::service::agent::AgentSvc;
+use crate::service::audit::AuditSvc;
 use crate::store::Store;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sharing_proto::v1::agent_service_server::AgentServiceServer;
+use sharing_proto::v1::audit_service_server::AuditServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -17,6 +22,8 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// The store, for read-only inspection (counts).
     pub store: Store,
+    /// The audit log.
+    pub audit: AuditLog,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -27,7 +34,18 @@ impl RunningGateway {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self.task.await.context("server task panicked")?
+        let served = self.task.await.context("server task panicked")?;
+        let stop = Entry::new(Actor::gateway(), Action::GatewayStop, Decision::Allow);
+        match self.audit.append_one(stop).await {
+            Ok(_) => {
+                if let Err(e) = self.audit.checkpoint() {
+                    tracing::warn!(error = %e, "cannot sign the final audit checkpoint");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot audit the gateway stop"),
+        }
+        self.audit.close();
+        served
     }
 
     /// Waits until the server ends (after a stop signal).
@@ -39,7 +57,10 @@ impl RunningGateway {
 /// Starts the gateway on `config.listen` (or `listen` if given). Returns once it is listening.
 pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result<RunningGateway> {
     let catalog = Arc::new(config.load_catalog()?);
-    let store = Store::open(&config.data_dir)
+    let audit_key = load_audit_key(&config.audit_key)?;
+    let audit = AuditLog::open(&config.data_dir, audit_key, &config.audit_origin)
+        .with_context(|| format!("cannot open the audit log in {}", config.data_dir.display()))?;
+    let store = Store::open_audited(&config.data_dir, Some(audit.clone()))
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let tls =
         crate::tls::server_config(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
@@ -58,26 +79,47 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
-    let agent = AgentServiceServer::new(AgentSvc::new(
-        catalog.clone(),
-        store.clone(),
-        config.trust_domain.clone(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    let shared = Shared {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        audit: audit.clone(),
+        trust_domain: config.trust_domain.clone(),
+    };
+    let agent = AgentServiceServer::new(AgentSvc::new(shared.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let auditor = AuditServiceServer::new(AuditSvc::new(shared))
+        .max_decoding_message_size(64 * 1024)
+        .max_encoding_message_size(config.max_message_bytes);
+    health_reporter
+        .set_serving::<AuditServiceServer<AuditSvc>>()
+        .await;
+
+    let mut start = Entry::new(Actor::gateway(), Action::GatewayStart, Decision::Allow);
+    start.reason = Some(format!(
+        "gateway {} started; catalog sha256 {}",
+        env!("CARGO_PKG_VERSION"),
+        catalog.sha256()
+    ));
+    audit
+        .append_one(start)
+        .await
+        .context("cannot write the start entry to the audit log")?;
 
     let incoming = crate::tls::accept_loop(
         listener,
         tls,
         config.handshake_timeout,
         config.max_handshakes,
+        Some(audit.clone()),
     );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .timeout(std::time::Duration::from_secs(600))
         .add_service(health)
         .add_service(reflection)
-        .add_service(agent);
+        .add_service(agent)
+        .add_service(auditor);
     let datasets = catalog.datasets().count();
     let task = tokio::spawn(async move {
         router
@@ -87,12 +129,35 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
             .await
             .context("gRPC server failed")
     });
-    tracing::info!(%addr, datasets, catalog_sha256 = %catalog.sha256(), "gateway listening");
+    tracing::info!(%addr, datasets, catalog_sha256 = %catalog.sha256(), audit_entries = audit.size(), "gateway listening");
     Ok(RunningGateway {
         addr,
         store,
+        audit,
         stop: Some(stop_tx),
         task,
+    })
+}
+
+/// Reads the Ed25519 audit signing key, refusing a file others can read.
+fn load_audit_key(path: &std::path::Path) -> Result<skp_core::checkpoint::SigningKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the audit key {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{}: the audit signing key is readable by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the audit key {}", path.display()))?;
+    skp_core::checkpoint::SigningKey::from_private_text(text.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not an audit signing key ({e}); `gateway dev-certs` writes one as audit.key",
+            path.display()
+        )
     })
 }
 

@@ -22,6 +22,8 @@
 //! Withdrawn and replaced versions are unreachable at once; their bytes stay in the segment until
 //! it is compacted. Never sees a raw identifier: records arrive pseudonymised and validated.
 
+use crate::audit::entry::{Action, Actor, Counts, Decision, Entry};
+use crate::audit::log::AuditLog;
 use prost::Message;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -90,10 +92,11 @@ pub struct WithdrawCounts {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A write or fsync failed earlier; the store refuses writes until the gateway restarts.
-    #[error(
-        "the store failed to write durably and refuses further writes until the gateway is restarted"
-    )]
+    #[error("the store failed to write durably and refuses writes until the storage fault clears")]
     Poisoned,
+    /// The audit entry for the change could not be made durable, so the change was not made.
+    #[error("{0}")]
+    AuditUnavailable(String),
     /// The writer thread has stopped (shutdown).
     #[error("the store is shutting down")]
     Closed,
@@ -223,11 +226,13 @@ fn token_key(kind_id: u8, token: &[u8; 32]) -> u128 {
 enum Job {
     Ingest(
         Vec<NewRecord>,
+        Option<Entry>,
         oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     ),
     Withdraw(
         String,
         Vec<[u8; 32]>,
+        Option<Entry>,
         oneshot::Sender<Result<WithdrawCounts, StoreError>>,
     ),
 }
@@ -249,6 +254,13 @@ impl Store {
     /// Opens (or creates) the store under `dir`: scans and checks the log (cutting a torn tail),
     /// rebuilds the in-memory indexes, and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_audited(dir, None)
+    }
+
+    /// [`Store::open`] with an audit log: every ingest or withdrawal job that carries an entry
+    /// has the entry made durable in the audit log before its records are written, so no record
+    /// is ever stored without its entry.
+    pub fn open_audited(dir: &Path, audit: Option<AuditLog>) -> Result<Self, StoreError> {
         let rec_dir = dir.join("records");
         std::fs::create_dir_all(&rec_dir).map_err(|e| io_at(&rec_dir, e))?;
         fsync_dir(dir)?;
@@ -266,6 +278,7 @@ impl Store {
             seg_no,
             seg_len,
             rec_dir,
+            audit,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -276,16 +289,16 @@ impl Store {
 
     /// Queues records for the next group commit. The returned receiver resolves once they are
     /// durable (or the commit failed). Waits only for queue space (back-pressure).
+    ///
+    /// `entry` is the batch's audit entry; the store fills in its counts (keeping `rejected`).
     pub async fn submit(
         &self,
         records: Vec<NewRecord>,
+        entry: Option<Entry>,
     ) -> Result<oneshot::Receiver<Result<Vec<Outcome>, StoreError>>, StoreError> {
-        if self.is_poisoned() {
-            return Err(StoreError::Poisoned);
-        }
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job::Ingest(records, tx))
+            .send(Job::Ingest(records, entry, tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
@@ -293,24 +306,23 @@ impl Store {
 
     /// Writes records and waits until they are durable.
     pub async fn ingest(&self, records: Vec<NewRecord>) -> Result<Vec<Outcome>, StoreError> {
-        self.submit(records)
+        self.submit(records, None)
             .await?
             .await
             .map_err(|_| StoreError::Closed)?
     }
 
     /// Removes records of a dataset by record-key token, durably.
+    /// `entry` is the withdrawal's audit entry; the store fills in its counts.
     pub async fn withdraw(
         &self,
         dataset: &str,
         keys: Vec<[u8; 32]>,
+        entry: Option<Entry>,
     ) -> Result<WithdrawCounts, StoreError> {
-        if self.is_poisoned() {
-            return Err(StoreError::Poisoned);
-        }
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job::Withdraw(dataset.to_string(), keys, tx))
+            .send(Job::Withdraw(dataset.to_string(), keys, entry, tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -432,6 +444,7 @@ struct Writer {
     seg_no: u32,
     seg_len: u64,
     rec_dir: PathBuf,
+    audit: Option<AuditLog>,
 }
 
 enum JobResult {
@@ -453,27 +466,33 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.inner.poisoned.load(Ordering::SeqCst) {
+            if self.inner.poisoned.load(Ordering::SeqCst) && !self.recover() {
                 jobs.into_iter().for_each(|j| fail(j, StoreError::Poisoned));
                 continue;
             }
-            match self.commit(&jobs) {
+            let mut audited = Vec::new();
+            match self.commit(&mut jobs, &mut audited) {
                 Ok(results) => {
                     for (j, r) in jobs.into_iter().zip(results) {
                         match (j, r) {
-                            (Job::Ingest(_, tx), JobResult::Ingest(o)) => {
+                            (Job::Ingest(_, _, tx), JobResult::Ingest(o)) => {
                                 let _ = tx.send(Ok(o));
                             }
-                            (Job::Withdraw(_, _, tx), JobResult::Withdraw(c)) => {
+                            (Job::Withdraw(_, _, _, tx), JobResult::Withdraw(c)) => {
                                 let _ = tx.send(Ok(c));
                             }
                             (j, _) => fail(j, StoreError::Io("internal: result mismatch".into())),
                         }
                     }
                 }
+                Err(e @ StoreError::AuditUnavailable(_)) => {
+                    tracing::error!(error = %e, "no audit entry could be written; the records were not stored (fail closed)");
+                    jobs.into_iter().for_each(|j| fail(j, e.clone()));
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "store commit failed; refusing all further writes (fail closed)");
+                    tracing::error!(error = %e, "store commit failed; refusing writes until the fault clears (fail closed)");
                     self.inner.poisoned.store(true, Ordering::SeqCst);
+                    self.record_failed_commit(&audited, &e);
                     jobs.into_iter().for_each(|j| fail(j, e.clone()));
                 }
             }
@@ -482,7 +501,11 @@ impl Writer {
 
     /// Decides every record of the group, writes the frames and fdatasyncs, all under the state
     /// lock so readers never see a version that is not durable.
-    fn commit(&mut self, jobs: &[Job]) -> Result<Vec<JobResult>, StoreError> {
+    fn commit(
+        &mut self,
+        jobs: &mut [Job],
+        audited: &mut Vec<u64>,
+    ) -> Result<Vec<JobResult>, StoreError> {
         if self.seg_len >= SEGMENT_BYTES {
             self.rotate()?;
         }
@@ -520,9 +543,16 @@ impl Writer {
             let crc = crc32fast::hash(&buf[start + 8..]);
             buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         };
-        for job in jobs {
+        // The audit entries, taken out before the records are borrowed below.
+        let drafts: Vec<Option<Entry>> = jobs
+            .iter_mut()
+            .map(|j| match j {
+                Job::Ingest(_, e, _) | Job::Withdraw(_, _, e, _) => e.take(),
+            })
+            .collect();
+        for job in jobs.iter() {
             match job {
-                Job::Ingest(records, _) => {
+                Job::Ingest(records, _, _) => {
                     let mut outcomes = Vec::with_capacity(records.len());
                     for r in records {
                         let id = st.dataset_id(&r.dataset);
@@ -561,7 +591,7 @@ impl Writer {
                     }
                     results.push(JobResult::Ingest(outcomes));
                 }
-                Job::Withdraw(dataset, keys, _) => {
+                Job::Withdraw(dataset, keys, _, _) => {
                     let mut c = WithdrawCounts::default();
                     let id = st.find_dataset(dataset);
                     for k in keys {
@@ -585,6 +615,36 @@ impl Writer {
                     }
                     results.push(JobResult::Withdraw(c));
                 }
+            }
+        }
+        // The audit entries of the group are durable before any of its records is written.
+        if let Some(audit) = &self.audit {
+            let mut entries = Vec::new();
+            for (draft, result) in drafts.into_iter().zip(&results) {
+                let entry = match result {
+                    JobResult::Ingest(o) => draft.map(|mut e| {
+                        let n = |k: Outcome| o.iter().filter(|x| **x == k).count() as u64;
+                        let rejected = e.counts.and_then(|c| c.rejected).unwrap_or(0);
+                        e.counts = Some(Counts::ingest(
+                            n(Outcome::Accepted),
+                            n(Outcome::Duplicate),
+                            n(Outcome::Replaced),
+                            rejected,
+                        ));
+                        e
+                    }),
+                    JobResult::Withdraw(c) => draft.map(|mut e| {
+                        e.counts = Some(Counts::withdraw(c.withdrawn, c.not_found));
+                        e
+                    }),
+                };
+                entries.extend(entry);
+            }
+            if !entries.is_empty() {
+                let seqs = audit
+                    .append_blocking(entries)
+                    .map_err(|e| StoreError::AuditUnavailable(e.to_string()))?;
+                audited.extend(seqs);
             }
         }
         if !buf.is_empty() {
@@ -615,6 +675,47 @@ impl Writer {
             st.add_tokens(seq, tokens);
         }
         Ok(results)
+    }
+
+    /// After a failed write: reopens the segment and cuts it back to its durable length (a
+    /// failed fsync is never retried on the same handle). True if the store is writable again.
+    fn recover(&mut self) -> bool {
+        let path = segment_path(&self.rec_dir, self.seg_no);
+        let reopen = || -> std::io::Result<File> {
+            let f = OpenOptions::new().append(true).open(&path)?;
+            f.set_len(self.seg_len)?;
+            f.sync_all()?;
+            Ok(f)
+        };
+        match reopen() {
+            Ok(f) => {
+                self.file = f;
+                self.inner.poisoned.store(false, Ordering::SeqCst);
+                tracing::info!("record store writable again");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "record store still cannot be written");
+                false
+            }
+        }
+    }
+
+    /// Records in the audit log that the group whose entries are `audited` was not stored.
+    fn record_failed_commit(&self, audited: &[u64], e: &StoreError) {
+        let Some(audit) = &self.audit else { return };
+        if audited.is_empty() {
+            return;
+        }
+        let mut entry = Entry::new(Actor::gateway(), Action::StorageFailure, Decision::Deny);
+        entry.reason = Some(format!(
+            "entries {}..={} were not committed: {e}",
+            audited.first().copied().unwrap_or(0),
+            audited.last().copied().unwrap_or(0)
+        ));
+        if let Err(ae) = audit.append_blocking(vec![entry]) {
+            tracing::error!(error = %ae, "cannot record the failed commit in the audit log");
+        }
     }
 
     fn rotate(&mut self) -> Result<(), StoreError> {
@@ -829,17 +930,17 @@ fn segment_path(dir: &Path, n: u32) -> PathBuf {
 
 fn job_len(j: &Job) -> usize {
     match j {
-        Job::Ingest(r, _) => r.len(),
-        Job::Withdraw(_, k, _) => k.len(),
+        Job::Ingest(r, _, _) => r.len(),
+        Job::Withdraw(_, k, _, _) => k.len(),
     }
 }
 
 fn fail(job: Job, e: StoreError) {
     match job {
-        Job::Ingest(_, tx) => {
+        Job::Ingest(_, _, tx) => {
             let _ = tx.send(Err(e));
         }
-        Job::Withdraw(_, _, tx) => {
+        Job::Withdraw(_, _, _, tx) => {
             let _ = tx.send(Err(e));
         }
     }
@@ -925,7 +1026,7 @@ mod tests {
             Some(vec![9; 32])
         );
         let w = s
-            .withdraw("d", vec![[2; 32], [7; 32]])
+            .withdraw("d", vec![[2; 32], [7; 32]], None)
             .await
             .expect("withdraw");
         assert_eq!(
@@ -952,7 +1053,9 @@ mod tests {
             let s = Store::open(dir.path()).expect("open");
             s.ingest(vec![rec(3, 3), rec(4, 4)]).await.expect("ingest");
             s.ingest(vec![rec(4, 5)]).await.expect("replace");
-            s.withdraw("d", vec![[3; 32]]).await.expect("withdraw");
+            s.withdraw("d", vec![[3; 32]], None)
+                .await
+                .expect("withdraw");
         }
         // A crash mid-append leaves half a frame at the end.
         let seg = dir.path().join("records/seg-000001.log");

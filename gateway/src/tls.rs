@@ -87,6 +87,7 @@ pub fn accept_loop(
     config: rustls::ServerConfig,
     timeout: Duration,
     max_handshakes: usize,
+    audit: Option<crate::audit::log::AuditLog>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
 {
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -112,14 +113,26 @@ pub fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let audit = audit.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                let reason = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         drop(permit);
                         let _ = tx.send(Ok(stream)).await;
+                        return;
                     }
-                    Ok(Err(e)) => tracing::warn!(%peer, reason = %e, "TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => format!("TLS handshake refused: {e}"),
+                    Err(_) => "TLS handshake timed out".to_string(),
+                };
+                tracing::warn!(%peer, %reason, "connection refused");
+                if let Some(audit) = audit {
+                    use crate::audit::entry::{Action, Actor, Decision, Entry};
+                    let mut e = Entry::new(Actor::anonymous(), Action::AuthFailure, Decision::Deny);
+                    e.reason = Some(reason.chars().take(300).collect());
+                    e.peer = Some(peer.to_string());
+                    if let Err(err) = audit.append_one(e).await {
+                        tracing::error!(error = %err, "cannot audit a refused connection");
+                    }
                 }
             });
         }

@@ -25,18 +25,79 @@ pub struct Actor {
     pub agency: Option<String>,
 }
 
-/// Counts of an ingest batch.
+impl Actor {
+    /// The gateway itself.
+    pub fn gateway() -> Actor {
+        Actor {
+            kind: "gateway".into(),
+            id: "gateway".into(),
+            agency: None,
+        }
+    }
+
+    /// An agency's agent, by its certificate identity.
+    pub fn agent(agency: &str, trust_domain: &str) -> Actor {
+        Actor {
+            kind: "agent".into(),
+            id: format!("spiffe://{trust_domain}/agency/{agency}"),
+            agency: Some(agency.to_owned()),
+        }
+    }
+
+    /// An unidentified peer (failed authentication).
+    pub fn anonymous() -> Actor {
+        Actor {
+            kind: "anonymous".into(),
+            id: "anonymous".into(),
+            agency: None,
+        }
+    }
+}
+
+/// Record counts of an ingest batch or a withdrawal (absent = not applicable).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IngestCounts {
+pub struct Counts {
     /// New records stored.
-    pub accepted: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<u64>,
     /// Records already stored unchanged.
-    pub duplicates: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
     /// Records that replaced an older version.
-    pub replaced: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<u64>,
     /// Records refused.
-    pub rejected: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<u64>,
+    /// Records withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn: Option<u64>,
+    /// Withdrawal keys that matched no stored record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_found: Option<u64>,
+}
+
+impl Counts {
+    /// Counts of an ingest batch.
+    pub fn ingest(accepted: u64, duplicates: u64, replaced: u64, rejected: u64) -> Counts {
+        Counts {
+            accepted: Some(accepted),
+            duplicates: Some(duplicates),
+            replaced: Some(replaced),
+            rejected: Some(rejected),
+            ..Counts::default()
+        }
+    }
+
+    /// Counts of a withdrawal.
+    pub fn withdraw(withdrawn: u64, not_found: u64) -> Counts {
+        Counts {
+            withdrawn: Some(withdrawn),
+            not_found: Some(not_found),
+            ..Counts::default()
+        }
+    }
 }
 
 /// What was done.
@@ -61,6 +122,36 @@ pub enum Action {
     GatewayStart,
     /// The gateway stopped.
     GatewayStop,
+    /// Changes whose entries were written could not be stored (the entries name them).
+    StorageFailure,
+}
+
+impl Action {
+    /// The action's name as encoded (snake_case).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Ingest => "ingest",
+            Action::Withdraw => "withdraw",
+            Action::Release => "release",
+            Action::Deny => "deny",
+            Action::AuditQuery => "audit_query",
+            Action::PolicyLoad => "policy_load",
+            Action::AuthFailure => "auth_failure",
+            Action::GatewayStart => "gateway_start",
+            Action::GatewayStop => "gateway_stop",
+            Action::StorageFailure => "storage_failure",
+        }
+    }
+}
+
+impl Decision {
+    /// The decision's name as encoded.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
 }
 
 /// The decision recorded.
@@ -81,6 +172,9 @@ pub struct Entry {
     pub v: u32,
     /// Position in the log (the Merkle leaf index).
     pub seq: u64,
+    /// Hex root of the tree of all earlier entries (size `seq`): chains each entry to the log
+    /// before it, so a verifier can name the first altered entry.
+    pub prev: String,
     /// UTC time, RFC 3339 with milliseconds.
     pub time: String,
     /// Who.
@@ -98,9 +192,9 @@ pub struct Entry {
     /// Fields released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
-    /// Ingest counts.
+    /// Record counts (ingest, withdrawal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counts: Option<IngestCounts>,
+    pub counts: Option<Counts>,
     /// Agreement id, version and policy SHA-256, for releases and denials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<AgreementRef>,
@@ -146,6 +240,28 @@ pub enum EntryError {
 }
 
 impl Entry {
+    /// A new entry with nothing but who, what and the decision; the log fills in `v`, `seq`,
+    /// `prev` and `time` when it appends it.
+    pub fn new(actor: Actor, action: Action, decision: Decision) -> Entry {
+        Entry {
+            v: ENTRY_VERSION,
+            seq: 0,
+            prev: String::new(),
+            time: String::new(),
+            actor,
+            action,
+            decision,
+            reason: None,
+            datasets: Vec::new(),
+            fields: Vec::new(),
+            counts: None,
+            agreement: None,
+            rows: None,
+            released_sha256: None,
+            peer: None,
+        }
+    }
+
     /// The canonical bytes of the entry (what the Merkle leaf hashes).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an entry of strings and integers always serialises")
@@ -193,6 +309,7 @@ mod tests {
         Entry {
             v: ENTRY_VERSION,
             seq: 7,
+            prev: "ab".repeat(32),
             time: rfc3339_millis(time::macros::datetime!(2026-11-25 13:01:02.345 UTC)),
             actor: Actor {
                 kind: "agent".into(),
@@ -204,12 +321,7 @@ mod tests {
             reason: None,
             datasets: vec!["lfb_incident".into()],
             fields: vec![],
-            counts: Some(IngestCounts {
-                accepted: 997,
-                duplicates: 0,
-                replaced: 0,
-                rejected: 3,
-            }),
+            counts: Some(Counts::ingest(997, 0, 0, 3)),
             agreement: None,
             rows: None,
             released_sha256: None,
@@ -222,9 +334,36 @@ mod tests {
         let bytes = ingest_entry().encode();
         assert_eq!(
             String::from_utf8(bytes.clone()).expect("utf-8"),
-            r#"{"v":1,"seq":7,"time":"2026-11-25T13:01:02.345Z","actor":{"kind":"agent","id":"spiffe://kingston.skp/agency/lfb","agency":"lfb"},"action":"ingest","decision":"allow","datasets":["lfb_incident"],"counts":{"accepted":997,"duplicates":0,"replaced":0,"rejected":3}}"#
+            r#"{"v":1,"seq":7,"prev":"abababababababababababababababababababababababababababababababab","time":"2026-11-25T13:01:02.345Z","actor":{"kind":"agent","id":"spiffe://kingston.skp/agency/lfb","agency":"lfb"},"action":"ingest","decision":"allow","datasets":["lfb_incident"],"counts":{"accepted":997,"duplicates":0,"replaced":0,"rejected":3}}"#
         );
         assert_eq!(Entry::decode(&bytes).expect("decode"), ingest_entry());
+    }
+
+    #[test]
+    fn enum_names_match_their_encoding() {
+        for a in [
+            Action::Ingest,
+            Action::Withdraw,
+            Action::Release,
+            Action::Deny,
+            Action::AuditQuery,
+            Action::PolicyLoad,
+            Action::AuthFailure,
+            Action::GatewayStart,
+            Action::GatewayStop,
+            Action::StorageFailure,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&a).expect("encode"),
+                format!("\"{}\"", a.as_str())
+            );
+        }
+        for d in [Decision::Allow, Decision::Deny] {
+            assert_eq!(
+                serde_json::to_string(&d).expect("encode"),
+                format!("\"{}\"", d.as_str())
+            );
+        }
     }
 
     #[test]
@@ -252,12 +391,7 @@ mod tests {
     fn any_change_changes_the_leaf() {
         let a = ingest_entry();
         let mut b = a.clone();
-        b.counts = Some(IngestCounts {
-            accepted: 996,
-            duplicates: 0,
-            replaced: 0,
-            rejected: 4,
-        });
+        b.counts = Some(Counts::ingest(996, 0, 0, 4));
         assert_ne!(a.leaf_hash(), b.leaf_hash());
     }
 }

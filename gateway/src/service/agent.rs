@@ -1,17 +1,16 @@
 //! `sharing.v1.AgentService`: the catalog for the calling agency, ingest and withdrawal.
 //! The agency is always the one proven by the client certificate.
 
-use super::{ServiceError, status_of};
-use crate::auth::peer_agency;
-use crate::store::{Outcome, Store};
+use super::{ServiceError, Shared, status_of};
+use crate::audit::entry::{Action, Counts, Decision, Entry};
+use crate::store::Outcome;
 use crate::validate;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use sharing_proto::v1 as pb;
 use sharing_proto::v1::agent_service_server::AgentService;
-use skp_core::Catalog;
+use skp_core::AgencyId;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Most rejections listed one by one in a summary; the counts always cover all.
@@ -23,19 +22,47 @@ const PIPELINE_DEPTH: usize = 4;
 /// The agent service.
 #[derive(Clone)]
 pub struct AgentSvc {
-    catalog: Arc<Catalog>,
-    store: Store,
-    trust_domain: String,
+    shared: Shared,
 }
 
 impl AgentSvc {
-    /// A service over a catalog and a store.
-    pub fn new(catalog: Arc<Catalog>, store: Store, trust_domain: String) -> Self {
-        Self {
-            catalog,
-            store,
-            trust_domain,
+    /// A service over the gateway's shared state.
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
+    /// An entry for an action of `agency` on `dataset`.
+    fn entry(&self, agency: &AgencyId, action: Action, decision: Decision, dataset: &str) -> Entry {
+        let mut e = Entry::new(
+            crate::audit::entry::Actor::agent(agency.as_str(), &self.shared.trust_domain),
+            action,
+            decision,
+        );
+        e.datasets = vec![dataset.chars().take(128).collect()];
+        e
+    }
+
+    /// Audits a refused batch or withdrawal and returns its status: a dataset of another agency
+    /// is an authorisation failure, anything else a refused action.
+    async fn refuse(
+        &self,
+        agency: &AgencyId,
+        action: Action,
+        dataset: &str,
+        err: validate::BatchError,
+    ) -> Status {
+        let kind = if matches!(err, validate::BatchError::NotOwner { .. }) {
+            Action::AuthFailure
+        } else {
+            action
+        };
+        tracing::warn!(%agency, dataset, reason = %err, "request refused");
+        let mut e = self.entry(agency, kind, Decision::Deny, dataset);
+        e.reason = Some(err.to_string());
+        if let Err(s) = self.shared.record(e).await {
+            return s;
         }
+        status_of(ServiceError::from(err))
     }
 }
 
@@ -45,8 +72,9 @@ impl AgentService for AgentSvc {
         &self,
         req: Request<pb::GetCatalogRequest>,
     ) -> Result<Response<pb::Catalog>, Status> {
-        let agency = peer_agency(&req, &self.trust_domain)?.0;
+        let agency = self.shared.require_agent(&req).await?;
         let datasets = self
+            .shared
             .catalog
             .owned_by(&agency)
             .map(skp_core::pbconvert::dataset_to_pb)
@@ -54,7 +82,7 @@ impl AgentService for AgentSvc {
         Ok(Response::new(pb::Catalog {
             agency: agency.to_string(),
             datasets,
-            catalog_sha256: self.catalog.sha256().to_string(),
+            catalog_sha256: self.shared.catalog.sha256().to_string(),
         }))
     }
 
@@ -62,7 +90,7 @@ impl AgentService for AgentSvc {
         &self,
         req: Request<Streaming<pb::IngestBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
-        let agency = peer_agency(&req, &self.trust_domain)?.0;
+        let agency = self.shared.require_agent(&req).await?;
         let mut stream = req.into_inner();
         let mut summary = pb::IngestSummary::default();
         let mut per_dataset: BTreeMap<String, pb::DatasetCounts> = BTreeMap::new();
@@ -80,10 +108,15 @@ impl AgentService for AgentSvc {
                 }
             };
             summary.batches += 1;
-            let plan = validate::plan(&self.catalog, &agency, &batch).map_err(|e| {
-                tracing::warn!(%agency, dataset = %batch.dataset, reason = %e, "batch refused");
-                status_of(ServiceError::from(e))
-            })?;
+            let plan = match validate::plan(&self.shared.catalog, &agency, &batch) {
+                Ok(p) => p,
+                Err(e) => {
+                    while pending.next().await.is_some() {}
+                    return Err(self
+                        .refuse(&agency, Action::Ingest, &batch.dataset, e)
+                        .await);
+                }
+            };
             let dataset = plan.dataset.name.to_string();
             let now = time::OffsetDateTime::now_utc();
             let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
@@ -94,11 +127,13 @@ impl AgentService for AgentSvc {
                     dataset: dataset.clone(),
                     ..Default::default()
                 });
+            let mut rejected = 0u64;
             for (i, rec) in batch.records.into_iter().enumerate() {
                 let line = rec.source_line;
                 match plan.check(&agency, rec, now_ms) {
                     Ok(r) => good.push(r),
                     Err(p) => {
+                        rejected += 1;
                         summary.rejected += 1;
                         counts.rejected += 1;
                         if summary.rejections.len() < MAX_LISTED_REJECTIONS {
@@ -113,9 +148,15 @@ impl AgentService for AgentSvc {
                     }
                 }
             }
+            let mut entry = self.entry(&agency, Action::Ingest, Decision::Allow, &dataset);
+            entry.counts = Some(Counts {
+                rejected: Some(rejected),
+                ..Counts::default()
+            });
             let rx = self
+                .shared
                 .store
-                .submit(good)
+                .submit(good, Some(entry))
                 .await
                 .map_err(|e| status_of(e.into()))?;
             pending.push_back(async move { (dataset, rx.await) });
@@ -145,7 +186,7 @@ impl AgentService for AgentSvc {
         &self,
         req: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WithdrawSummary>, Status> {
-        let agency = peer_agency(&req, &self.trust_domain)?.0;
+        let agency = self.shared.require_agent(&req).await?;
         let req = req.into_inner();
         let b = pb::IngestBatch {
             dataset: req.dataset.clone(),
@@ -153,24 +194,38 @@ impl AgentService for AgentSvc {
             ..Default::default()
         };
         // Reuse the ownership checks of ingest (version is not relevant to a withdrawal).
-        match validate::plan(&self.catalog, &agency, &b) {
+        match validate::plan(&self.shared.catalog, &agency, &b) {
             Ok(_) | Err(validate::BatchError::SchemaVersion { .. }) => {}
-            Err(e) => return Err(status_of(e.into())),
+            Err(e) => {
+                return Err(self
+                    .refuse(&agency, Action::Withdraw, &req.dataset, e)
+                    .await);
+            }
         }
-        if !matches!(req.reason.as_str(), "erasure" | "rectification") {
-            return Err(Status::invalid_argument(
-                "reason must be \"erasure\" or \"rectification\"",
-            ));
+        let bad = if !matches!(req.reason.as_str(), "erasure" | "rectification") {
+            Some("reason must be \"erasure\" or \"rectification\"")
+        } else if req.record_keys.iter().any(|k| k.len() != 32) {
+            Some("every record key must be a 32-byte token")
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            let mut e = self.entry(&agency, Action::Withdraw, Decision::Deny, &req.dataset);
+            e.reason = Some(why.to_owned());
+            self.shared.record(e).await?;
+            return Err(Status::invalid_argument(why));
         }
-        let mut keys = Vec::with_capacity(req.record_keys.len());
-        for k in &req.record_keys {
-            keys.push(<[u8; 32]>::try_from(k.as_slice()).map_err(|_| {
-                Status::invalid_argument("every record key must be a 32-byte token")
-            })?);
-        }
+        let keys: Vec<[u8; 32]> = req
+            .record_keys
+            .iter()
+            .filter_map(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .collect();
+        let mut entry = self.entry(&agency, Action::Withdraw, Decision::Allow, &req.dataset);
+        entry.reason = Some(req.reason.clone());
         let c = self
+            .shared
             .store
-            .withdraw(&req.dataset, keys)
+            .withdraw(&req.dataset, keys, Some(entry))
             .await
             .map_err(|e| status_of(e.into()))?;
         tracing::info!(%agency, dataset = %req.dataset, withdrawn = c.withdrawn, not_found = c.not_found, reason = %req.reason, "withdrawal");

@@ -1,0 +1,301 @@
+//! `sharing.v1.AuditService`: IG officers read, prove and export the audit log.
+//!
+//! Queries and exports are themselves audited (their entry is durable before the first entry is
+//! sent). Tree heads and proofs are not: they reveal no entry content beyond the one asked for
+//! and verifying must not grow the log.
+
+use super::{ServiceError, Shared, status_of};
+use crate::audit::entry::{Action, Decision, Entry};
+use crate::auth::Identity;
+use sharing_proto::v1 as pb;
+use sharing_proto::v1::audit_service_server::AuditService;
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Most entries one query returns.
+pub const MAX_QUERY_ENTRIES: u64 = 10_000;
+
+/// The audit service.
+#[derive(Clone)]
+pub struct AuditSvc {
+    shared: Shared,
+}
+
+impl AuditSvc {
+    /// A service over the gateway's shared state.
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
+    /// Audits an audit query by `auditor` with a description of what was asked.
+    async fn record_query(&self, auditor: &str, what: String) -> Result<u64, Status> {
+        let actor = self.shared.actor(&Identity::Auditor(auditor.to_owned()));
+        let mut e = Entry::new(actor, Action::AuditQuery, Decision::Allow);
+        e.reason = Some(what);
+        self.shared.record(e).await
+    }
+}
+
+type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::AuditEntry, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+/// A query's filters, checked.
+struct Filter {
+    q: pb::AuditQuery,
+}
+
+impl Filter {
+    fn new(q: pb::AuditQuery) -> Result<Filter, Status> {
+        for (name, t) in [("from_time", &q.from_time), ("to_time", &q.to_time)] {
+            let ok = t.is_empty()
+                || (t.len() >= 4
+                    && t.len() <= 30
+                    && t.bytes().take(4).all(|b| b.is_ascii_digit())
+                    && t.bytes()
+                        .all(|b| b.is_ascii_digit() || b"-:TZ.".contains(&b)));
+            if !ok {
+                return Err(Status::invalid_argument(format!(
+                    "{name} must be an RFC 3339 UTC time or date such as 2026-11-25 or 2026-11-25T13:00:00Z"
+                )));
+            }
+        }
+        for (name, v) in [
+            ("actor", &q.actor),
+            ("agency", &q.agency),
+            ("action", &q.action),
+            ("agreement", &q.agreement),
+            ("purpose", &q.purpose),
+            ("decision", &q.decision),
+        ] {
+            if v.len() > 256 {
+                return Err(Status::invalid_argument(format!(
+                    "{name} is longer than 256 characters"
+                )));
+            }
+        }
+        Ok(Filter { q })
+    }
+
+    fn describe(&self) -> String {
+        let q = &self.q;
+        let mut parts = vec![format!("query start={}", q.start)];
+        for (name, v) in [
+            ("from", &q.from_time),
+            ("to", &q.to_time),
+            ("actor", &q.actor),
+            ("agency", &q.agency),
+            ("action", &q.action),
+            ("agreement", &q.agreement),
+            ("purpose", &q.purpose),
+            ("decision", &q.decision),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{name}={v}"));
+            }
+        }
+        parts.join(" ")
+    }
+
+    fn matches(&self, e: &Entry) -> bool {
+        let q = &self.q;
+        let eq = |want: &str, have: &str| want.is_empty() || want == have;
+        (q.from_time.is_empty() || e.time.as_str() >= q.from_time.as_str())
+            && (q.to_time.is_empty() || e.time.as_str() < q.to_time.as_str())
+            && eq(&q.actor, &e.actor.id)
+            && eq(&q.agency, e.actor.agency.as_deref().unwrap_or(""))
+            && eq(&q.action, e.action.as_str())
+            && eq(&q.decision, e.decision.as_str())
+            && eq(
+                &q.agreement,
+                e.agreement.as_ref().map_or("", |a| a.id.as_str()),
+            )
+            && eq(
+                &q.purpose,
+                e.agreement.as_ref().map_or("", |a| a.purpose.as_str()),
+            )
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditSvc {
+    type QueryStream = EntryStream;
+    type ExportStream = ExportStream;
+
+    async fn query(
+        &self,
+        req: Request<pb::AuditQuery>,
+    ) -> Result<Response<Self::QueryStream>, Status> {
+        let auditor = self.shared.require_auditor(&req).await?;
+        let filter = Filter::new(req.into_inner())?;
+        self.record_query(&auditor, filter.describe()).await?;
+        let limit = match filter.q.limit {
+            0 => MAX_QUERY_ENTRIES,
+            n => n.min(MAX_QUERY_ENTRIES),
+        };
+        let size = self.shared.audit.size();
+        let start = filter.q.start.min(size);
+        let reader = self
+            .shared
+            .audit
+            .read(start, size)
+            .map_err(|e| status_of(ServiceError::from(e)))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::task::spawn_blocking(move || {
+            let mut sent = 0u64;
+            for (i, bytes) in (start..).zip(reader) {
+                if sent >= limit {
+                    break;
+                }
+                let item = match bytes {
+                    Ok(b) => match Entry::decode(&b) {
+                        Ok(e) if filter.matches(&e) => {
+                            Some(Ok(pb::AuditEntry { index: i, entry: b }))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(Status::data_loss(format!(
+                            "entry {i} cannot be read: {e}"
+                        )))),
+                    },
+                    Err(e) => Some(Err(status_of(ServiceError::from(e)))),
+                };
+                if let Some(item) = item {
+                    let stop = item.is_err();
+                    sent += 1;
+                    if tx.blocking_send(item).is_err() || stop {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn tree_head(
+        &self,
+        req: Request<pb::TreeHeadRequest>,
+    ) -> Result<Response<pb::SignedTreeHead>, Status> {
+        self.shared.require_auditor(&req).await?;
+        let cp = self
+            .shared
+            .audit
+            .checkpoint()
+            .map_err(|e| status_of(e.into()))?;
+        Ok(Response::new(pb::SignedTreeHead {
+            size: cp.checkpoint.size,
+            root: cp.checkpoint.root.to_vec(),
+            note: cp.note,
+        }))
+    }
+
+    async fn inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProofResponse>, Status> {
+        self.shared.require_auditor(&req).await?;
+        let r = req.into_inner();
+        let audit = &self.shared.audit;
+        let (size, note) = if r.tree_size == 0 {
+            let cp = audit.checkpoint().map_err(|e| status_of(e.into()))?;
+            (cp.checkpoint.size, cp.note)
+        } else {
+            (r.tree_size, String::new())
+        };
+        if r.index >= size {
+            return Err(Status::out_of_range(format!(
+                "entry {} is not in a tree of {size} entries",
+                r.index
+            )));
+        }
+        let path = audit
+            .inclusion_proof(r.index, size)
+            .map_err(|e| status_of(e.into()))?;
+        let entry = audit
+            .read(r.index, r.index + 1)
+            .map_err(|e| status_of(e.into()))?
+            .next()
+            .transpose()
+            .map_err(|e| status_of(e.into()))?
+            .unwrap_or_default();
+        let leaf = audit.leaf_hash(r.index).unwrap_or_default();
+        Ok(Response::new(pb::InclusionProofResponse {
+            index: r.index,
+            tree_size: size,
+            entry,
+            leaf_hash: leaf.to_vec(),
+            path: path.iter().map(|h| h.to_vec()).collect(),
+            note,
+        }))
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
+        self.shared.require_auditor(&req).await?;
+        let r = req.into_inner();
+        let audit = &self.shared.audit;
+        let (new_size, note) = if r.new_size == 0 {
+            let cp = audit.checkpoint().map_err(|e| status_of(e.into()))?;
+            (cp.checkpoint.size, cp.note)
+        } else {
+            (r.new_size, String::new())
+        };
+        if r.old_size > new_size || new_size > audit.size() {
+            return Err(Status::out_of_range(format!(
+                "no consistency proof from {} to {new_size} entries: the log has {}",
+                r.old_size,
+                audit.size()
+            )));
+        }
+        let path = audit
+            .consistency_proof(r.old_size, new_size)
+            .map_err(|e| status_of(e.into()))?;
+        Ok(Response::new(pb::ConsistencyProofResponse {
+            old_size: r.old_size,
+            new_size,
+            path: path.iter().map(|h| h.to_vec()).collect(),
+            note,
+        }))
+    }
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let auditor = self.shared.require_auditor(&req).await?;
+        self.record_query(&auditor, "export".into()).await?;
+        let cp = self
+            .shared
+            .audit
+            .checkpoint()
+            .map_err(|e| status_of(e.into()))?;
+        let reader = self
+            .shared
+            .audit
+            .read(0, cp.checkpoint.size)
+            .map_err(|e| status_of(e.into()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::task::spawn_blocking(move || {
+            for bytes in reader {
+                let item = bytes
+                    .map(|b| pb::ExportChunk {
+                        item: Some(pb::export_chunk::Item::Entry(b)),
+                    })
+                    .map_err(|e| status_of(e.into()));
+                let stop = item.is_err();
+                if tx.blocking_send(item).is_err() || stop {
+                    return;
+                }
+            }
+            let _ = tx.blocking_send(Ok(pb::ExportChunk {
+                item: Some(pb::export_chunk::Item::Note(cp.note)),
+            }));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
