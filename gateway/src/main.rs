@@ -126,6 +126,10 @@ enum AuditCommand {
         /// The log's origin.
         #[arg(long, default_value = "kingston.skp/audit/v1")]
         origin: String,
+        /// Also decode every entry and check every seq and prev link, even when the root
+        /// matches (catches a log that was signed as written but is internally wrong).
+        #[arg(long)]
+        thorough: bool,
     },
     /// Fetch entry N with its inclusion proof and check it against a signed checkpoint.
     Prove {
@@ -258,10 +262,11 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             pubkey,
             checkpoint,
             origin,
+            thorough,
         } => {
             let vk = skp_core::checkpoint::VerifierKey::parse(&client::read_pubkey(&pubkey)?)
                 .map_err(|e| anyhow::anyhow!("{pubkey}: {e}"))?;
-            let text = std::fs::read_to_string(&file)
+            let bytes = std::fs::read(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let old = match &checkpoint {
                 Some(p) => Some(
@@ -270,8 +275,14 @@ fn audit(cmd: AuditCommand) -> Result<()> {
                 ),
                 None => None,
             };
-            let report = gateway::audit::verify::verify(&text, &vk, &origin, old.as_deref())
-                .map_err(|e| anyhow::anyhow!("{}: VERIFICATION FAILED: {e}", file.display()))?;
+            let mode = if thorough {
+                gateway::audit::verify::Mode::Full
+            } else {
+                gateway::audit::verify::Mode::Fast
+            };
+            let report =
+                gateway::audit::verify::verify_with(&bytes, &vk, &origin, old.as_deref(), mode)
+                    .map_err(|e| anyhow::anyhow!("{}: VERIFICATION FAILED: {e}", file.display()))?;
             println!(
                 "{}: OK: {} entries, root {}, signed by {}",
                 file.display(),
