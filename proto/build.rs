@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["sharing/v1/agent.proto", "sharing/v1/audit.proto"];
+    let protos = [
+        "sharing/v1/agent.proto",
+        "sharing/v1/audit.proto",
+        "sharing/v1/analyst.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -179,17 +179,29 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
         .into_inner();
     assert_eq!((w.withdrawn, w.not_found), (0, 1));
 
-    // The auditor's certificate on the agent service.
-    let auditor = (
-        std::fs::read_to_string(pki.path().join("auditors/ig-officer.pem"))?,
-        std::fs::read_to_string(pki.path().join("auditors/ig-officer.key"))?,
+    // An analyst's token on the audit service: refused (role), audited.
+    let analyst_token = std::fs::read_to_string(pki.path().join("analysts/rbk-analyst.jwt"))?;
+    let o = Command::new(bin("gateway")?)
+        .args([
+            "audit",
+            "tree-head",
+            "--config",
+            &auditor_config(&pki),
+            "--gateway",
+            &gw.url(),
+        ])
+        .env("SKP_TOKEN", analyst_token.trim())
+        .output()?;
+    ensure!(
+        !o.status.success(),
+        "an analyst read the tree head: {}",
+        text(&o)
     );
-    let mut as_auditor = agent_client(&ca, Some((&auditor.0, &auditor.1)), gw.addr).await?;
-    let e = as_auditor
-        .ingest(futures::stream::iter(vec![batch("lfb_incident")]))
-        .await
-        .expect_err("auditor is not an agent");
-    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("PermissionDenied"),
+        "{}",
+        text(&o)
+    );
 
     // A certificate from another CA: refused in the TLS handshake.
     let foreign = tempfile::tempdir()?;
@@ -210,6 +222,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     let es = entries(&out)?;
 
     assert_eq!(count(&es, "gateway_start", "allow"), 1, "{es:#?}");
+    assert_eq!(count(&es, "policy_load", "allow"), 1, "{es:#?}");
     let ingests: Vec<&Entry> = es
         .iter()
         .filter(|e| e.action.as_str() == "ingest" && e.decision.as_str() == "allow")
@@ -227,7 +240,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     );
     assert_eq!(count(&es, "ingest", "deny"), 1, "unknown dataset");
     assert_eq!(count(&es, "withdraw", "allow"), 1);
-    // Failed calls: no certificate, another agency's dataset, the auditor on the agent
+    // Failed calls: no certificate, another agency's dataset, an analyst on the audit
     // service: one entry each. The foreign certificate fails in the TLS handshake; the client
     // library reconnects on its own, so each connection it made is one entry.
     let fails: Vec<&Entry> = es
@@ -248,7 +261,11 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     );
     assert!(calls.iter().any(|e| e.actor.kind == "anonymous"
         && e.reason.as_deref() == Some("call without a client certificate")));
-    assert!(calls.iter().any(|e| e.actor.kind == "auditor"));
+    assert!(
+        calls
+            .iter()
+            .any(|e| e.actor.kind == "analyst" && e.actor.id == "rbk-analyst")
+    );
     assert!(calls.iter().any(|e| {
         e.reason
             .as_deref()
@@ -258,7 +275,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     assert_eq!(count(&es, "audit_query", "allow"), 1, "the export itself");
     assert_eq!(
         es.len(),
-        1 + ingests.len() + 1 + 1 + fails.len() + 1,
+        2 + ingests.len() + 1 + 1 + fails.len() + 1,
         "{es:#?}"
     );
 

@@ -9,6 +9,7 @@
 
 mod audit;
 mod ingest;
+mod policy;
 mod procfs;
 mod workload;
 
@@ -47,6 +48,15 @@ enum Command {
         #[arg(long)]
         sled_variants: bool,
     },
+    /// Policy decisions in a release (filter + transforms) vs reading the records with no policy.
+    Policy {
+        /// Stored records to release.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Repeat each measurement this many times and report the median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Durable audit appends (1, 8, 64 writers) and offline verification vs raw SHA-256.
     Audit {
         /// Appends per measurement with 8 and 64 writers (a tenth of it with 1 writer).
@@ -72,6 +82,7 @@ fn main() -> std::process::ExitCode {
             runs,
             sled_variants,
         } => run_ingest(records, batch, &dataset, runs, sled_variants),
+        Command::Policy { records, runs } => policy::run(records, runs),
         Command::Audit {
             appends,
             verify_entries,

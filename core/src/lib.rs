@@ -15,6 +15,7 @@ pub mod normalise;
 pub mod pbconvert;
 pub mod token;
 pub mod toml_file;
+pub mod transform;
 
 pub use catalog::{Catalog, CatalogError, Dataset, Field, FieldClass, FieldType};
 pub use ids::{AgencyId, DatasetName, FieldName, TRUST_DOMAIN};

@@ -21,6 +21,24 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     audit: Option<RawAudit>,
+    #[serde(default)]
+    policy: RawPolicy,
+    jwt: Option<RawJwt>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    jwks: PathBuf,
+    issuer: String,
+    audience: String,
+    leeway_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +98,10 @@ pub struct GatewayConfig {
     pub audit_key: PathBuf,
     /// Origin of the audit log's checkpoints (`[audit] origin`).
     pub audit_origin: String,
+    /// Directory of agreement files (`[policy] dir`); `None`: the agreements compiled in.
+    pub policy_dir: Option<PathBuf>,
+    /// JWT validation for analysts and auditors (`[jwt]`).
+    pub jwt: crate::jwt::JwtConfig,
 }
 
 impl GatewayConfig {
@@ -133,7 +155,24 @@ impl GatewayConfig {
                 path.display()
             );
         }
+        let Some(jwt) = raw.jwt else {
+            bail!(
+                "{}: no [jwt] section; add the identity provider's keys, e.g.\n[jwt]\njwks = \"idp.jwks.json\"\nissuer = \"https://idp.kingston.skp.dev\"\naudience = \"skp-gateway\"\n(`gateway dev-certs` makes one)",
+                path.display()
+            );
+        };
+        let leeway_secs = jwt.leeway_secs.unwrap_or(30);
+        if leeway_secs > 60 {
+            bail!("{}: jwt.leeway_secs must be at most 60", path.display());
+        }
         Ok(Self {
+            policy_dir: raw.policy.dir.as_deref().map(rel),
+            jwt: crate::jwt::JwtConfig {
+                jwks: rel(&jwt.jwks),
+                issuer: jwt.issuer,
+                audience: jwt.audience,
+                leeway_secs,
+            },
             audit_key: rel(&audit.key),
             audit_origin,
             listen,
@@ -189,7 +228,7 @@ mod tests {
 
     #[test]
     fn relative_paths_anchor_at_the_file() {
-        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n[audit]\nkey=\"audit.key\"\n";
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n[audit]\nkey=\"audit.key\"\n[jwt]\njwks=\"j.json\"\nissuer=\"i\"\naudience=\"a\"\n";
         let c = GatewayConfig::parse(Path::new("/x/gateway.toml"), text).expect("good");
         assert_eq!(c.ca, Path::new("/x/a.pem"));
         assert_eq!(c.audit_key, Path::new("/x/audit.key"));

@@ -7,9 +7,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod demo;
+pub mod jwt;
 pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod store;

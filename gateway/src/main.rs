@@ -50,6 +50,131 @@ enum Command {
     /// Read, prove, export and verify the audit log (information governance officers).
     #[command(subcommand)]
     Audit(Box<AuditCommand>),
+    /// Check, test and dry-run the information sharing agreements (partnership admin).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Issue a development JWT (dev identity provider only), printed on stdout.
+    Token {
+        /// Subject (the person's id).
+        #[arg(long)]
+        sub: String,
+        /// Role: analyst, auditor or admin (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The person's agency.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 8h, 30m (at most 24h).
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        /// Directory of the dev PKI (holds idp.key).
+        #[arg(long, default_value = "certs-dev")]
+        pki: PathBuf,
+    },
+    /// The agreements and the purposes you may request (analyst; token from the client config
+    /// or SKP_TOKEN).
+    Agreements {
+        /// Analyst client config.
+        #[arg(long, default_value = DEFAULT_ANALYST_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Ask the gateway what a request would release, field by field (audited dry run).
+    Explain {
+        /// Analyst client config.
+        #[arg(long, default_value = DEFAULT_ANALYST_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Agreement id.
+        #[arg(long)]
+        agreement: String,
+        /// Purpose id.
+        #[arg(long)]
+        purpose: String,
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Fields (comma-separated, `field` or `field:transform`); default: every field.
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+    },
+}
+
+/// Default analyst client config (made by `gateway dev-certs`).
+const DEFAULT_ANALYST_CONFIG: &str = "certs-dev/analysts/rbk-analyst.toml";
+
+/// A token given in the environment overrides the config's token file.
+fn token_override() -> Option<String> {
+    std::env::var("SKP_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
+fn parse_ttl(s: &str) -> Result<time::Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {s:?}: write e.g. 8h, 30m or 3600s"))?;
+    match unit {
+        "h" => Ok(time::Duration::hours(n)),
+        "m" => Ok(time::Duration::minutes(n)),
+        "s" | "" => Ok(time::Duration::seconds(n)),
+        _ => anyhow::bail!("--ttl {s:?}: write e.g. 8h, 30m or 3600s"),
+    }
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the agreements exactly as the gateway does at start-up.
+    Check {
+        /// Directory of agreement files (default: the agreements compiled in).
+        dir: Option<PathBuf>,
+    },
+    /// Run the golden decision files against the agreements.
+    Test {
+        /// Directory of agreement files (default: the agreements compiled in).
+        dir: Option<PathBuf>,
+        /// Directory of golden decision files (default: the ones compiled in).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+    },
+    /// Dry run: what a request would release, field by field, and why anything is refused.
+    Explain {
+        /// Directory of agreement files (default: the agreements compiled in).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Agreement id.
+        #[arg(long)]
+        agreement: String,
+        /// Purpose id.
+        #[arg(long)]
+        purpose: String,
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Fields (comma-separated, `field` or `field:transform`); default: every field.
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// The requester's agency.
+        #[arg(long)]
+        agency: String,
+        /// The requester's subject.
+        #[arg(long, default_value = "analyst")]
+        sub: String,
+        /// The requester's roles (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "analyst")]
+        roles: Vec<String>,
+        /// Decide at this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 /// Default auditor client config (made by `gateway dev-certs`).
@@ -202,6 +327,246 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { persons, out } => runtime()?.block_on(gateway::demo::run(persons, out)),
         Command::Audit(cmd) => audit(*cmd),
+        Command::Policy(cmd) => policy(cmd),
+        Command::Token {
+            sub,
+            roles,
+            agency,
+            name,
+            ttl,
+            pki,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    r.parse::<gateway::jwt::Role>()
+                        .map_err(|e| anyhow::anyhow!("--role {r}: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let req = gateway::jwt::DevTokenRequest {
+                agency: agency.as_deref(),
+                name: name.as_deref(),
+                ttl: parse_ttl(&ttl)?,
+                ..gateway::jwt::DevTokenRequest::new(&sub, &roles)
+            };
+            let token =
+                gateway::jwt::issue_dev_token(&pki.join(gateway::jwt::DEV_IDP_KEY_FILE), &req)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Agreements { config, gateway } => {
+            let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
+            let list = runtime()?.block_on(gateway::client::agreements(&cfg))?;
+            for a in &list.agreements {
+                println!(
+                    "{}  v{}  {}  [{}{}]  valid {} .. {}  review by {}",
+                    a.id,
+                    a.version,
+                    a.title,
+                    a.status,
+                    if a.review_due { ", REVIEW DUE" } else { "" },
+                    a.valid_from,
+                    a.valid_until,
+                    a.review_by
+                );
+                for p in &a.purposes {
+                    println!(
+                        "    {} {:<36} {:<9} {}",
+                        if p.you_may_request { "*" } else { " " },
+                        p.id,
+                        p.output,
+                        p.datasets.join(", ")
+                    );
+                }
+            }
+            println!(
+                "(* = you may request; policy sha256 {})",
+                list.policy_sha256
+            );
+            Ok(())
+        }
+        Command::Explain {
+            config,
+            gateway,
+            agreement,
+            purpose,
+            dataset,
+            fields,
+        } => {
+            let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
+            let req = sharing_proto::v1::ExplainRequest {
+                agreement,
+                purpose,
+                dataset,
+                fields,
+            };
+            let e = runtime()?.block_on(gateway::client::explain(&cfg, req))?;
+            if e.allowed {
+                println!(
+                    "ALLOWED ({} output; audit entry {})",
+                    e.output, e.audit_entry
+                );
+            } else {
+                println!(
+                    "DENIED by rule {}: {} (audit entry {})",
+                    e.rule, e.reason, e.audit_entry
+                );
+            }
+            for f in &e.filter {
+                println!("  row filter: {f}");
+            }
+            for f in &e.fields {
+                if f.rule.is_empty() {
+                    println!("  {:<32} {}", f.field, f.outcome);
+                } else {
+                    println!("  {:<32} denied by {}: {}", f.field, f.rule, f.reason);
+                }
+            }
+            if !e.allowed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+fn load_policy(
+    dir: Option<&std::path::Path>,
+    now: time::OffsetDateTime,
+) -> Result<(gateway::policy::Policy, skp_core::Catalog)> {
+    let catalog = skp_core::Catalog::embedded()?;
+    let policy = match dir {
+        Some(d) => gateway::policy::Policy::load_dir(d, &catalog, now),
+        None => gateway::policy::Policy::embedded(&catalog, now),
+    }
+    .map_err(|e| anyhow::anyhow!("the agreements do not validate:\n{e}"))?;
+    Ok((policy, catalog))
+}
+
+fn policy(cmd: PolicyCommand) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    match cmd {
+        PolicyCommand::Check { dir } => {
+            let (p, _) = load_policy(dir.as_deref(), now)?;
+            for a in p.agreements() {
+                println!(
+                    "{}  v{}  {}  valid {} .. {}  review by {}  ({} purposes)",
+                    a.id,
+                    a.version,
+                    a.title,
+                    rfc3339(a.valid_from),
+                    rfc3339(a.valid_until),
+                    rfc3339(a.review_by),
+                    a.purposes.len()
+                );
+            }
+            println!(
+                "OK: {} agreements from {}; policy sha256 {}",
+                p.agreements().len(),
+                p.source(),
+                p.sha256()
+            );
+            Ok(())
+        }
+        PolicyCommand::Test { dir, tests } => {
+            let (p, catalog) = load_policy(dir.as_deref(), now)?;
+            let files: Vec<(PathBuf, String)> = match tests {
+                Some(t) => gateway::policy::read_toml_dir(&t)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?,
+                None => gateway::policy::EMBEDDED_TESTS
+                    .iter()
+                    .map(|(n, t)| {
+                        (
+                            std::path::Path::new("policies/tests").join(n),
+                            (*t).to_owned(),
+                        )
+                    })
+                    .collect(),
+            };
+            let report = gateway::policy::golden::run(&files, &p, &catalog);
+            for f in &report.failures {
+                eprintln!("FAIL {f}");
+            }
+            println!(
+                "{} golden cases passed, {} failed",
+                report.passed,
+                report.failures.len()
+            );
+            if report.failures.is_empty() && report.passed > 0 {
+                Ok(())
+            } else {
+                anyhow::bail!("golden decisions differ from the agreements")
+            }
+        }
+        PolicyCommand::Explain {
+            dir,
+            agreement,
+            purpose,
+            dataset,
+            fields,
+            agency,
+            sub,
+            roles,
+            at,
+        } => {
+            let at = match at {
+                Some(t) => {
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| anyhow::anyhow!("--at {t:?}: {e}"))?
+                }
+                None => now,
+            };
+            let (p, catalog) = load_policy(dir.as_deref(), now)?;
+            let who = gateway::policy::decide::Requester {
+                sub,
+                agency: Some(agency),
+                roles,
+            };
+            let req = gateway::policy::decide::Request {
+                agreement,
+                purpose,
+                dataset,
+                fields,
+            };
+            let e = gateway::policy::decide::explain(&p, &catalog, &who, &req, at);
+            if let Some(d) = &e.denial {
+                println!("DENIED by rule {}: {}", d.rule, d.message);
+            } else {
+                println!(
+                    "ALLOWED ({} output)",
+                    e.output.map(|o| o.as_str()).unwrap_or("?")
+                );
+            }
+            for c in &e.filter {
+                println!("  row filter: {}", gateway::service::analyst::describe(c));
+            }
+            if !e.persons.is_empty() {
+                println!(
+                    "  person ids (re-keyed per purpose): {}",
+                    e.persons.join(", ")
+                );
+            }
+            for (f, o) in &e.fields {
+                match o {
+                    gateway::policy::decide::FieldOutcome::Keep => println!("  {f:<32} keep"),
+                    gateway::policy::decide::FieldOutcome::Generalised(t) => {
+                        println!("  {f:<32} generalised: {}", t.name())
+                    }
+                    gateway::policy::decide::FieldOutcome::Denied(d) => {
+                        println!("  {f:<32} denied by {}: {}", d.rule, d.message)
+                    }
+                }
+            }
+            if e.denial.is_some() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -223,7 +588,7 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             limit,
             json,
         } => {
-            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
             let q = sharing_proto::v1::AuditQuery {
                 from_time: from.unwrap_or_default(),
                 to_time: to.unwrap_or_default(),
@@ -247,7 +612,7 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             gateway,
             out,
         } => {
-            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
             let cp = runtime()?.block_on(client::export(&cfg, &out))?;
             println!(
                 "exported {} entries to {}; root {} (signed checkpoint verified)",
@@ -300,7 +665,7 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             gateway,
             entry,
         } => {
-            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
             let p = runtime()?.block_on(client::prove(&cfg, entry))?;
             println!("entry {entry}: {}", String::from_utf8_lossy(&p.entry));
             println!("leaf hash: {}", hex::encode(p.leaf));
@@ -323,7 +688,7 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             gateway,
             save,
         } => {
-            let cfg = AuditorConfig::load_with(&config, gateway)?;
+            let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
             let cp = runtime()?.block_on(client::tree_head(&cfg, save.as_deref()))?;
             println!(
                 "{} entries, root {} (signature verified)",

@@ -1,6 +1,7 @@
 //! Development PKI (`gateway dev-certs`): a partnership CA, the gateway's server certificate,
 //! one client certificate per agency with its SPIFFE SAN URI, a random linkage key for the
-//! agents (mode 0600) and ready-to-run configs. For development and tests only: production
+//! agents (mode 0600), the audit signing key, a development identity provider key for analyst
+//! and auditor JWTs (`idp.key`, 0600, and its public `idp.jwks.json`) and ready-to-run configs. For development and tests only: production
 //! certificates come from the partnership's real CA.
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +28,15 @@ pub struct DevPki {
     pub agent_configs: Vec<(AgencyId, PathBuf)>,
     /// `DIR/auditors/<name>.toml`: the IG officer's client config for `gateway audit`.
     pub auditor_config: PathBuf,
+    /// The development identity provider: `DIR/idp.key` and `DIR/idp.jwks.json`.
+    pub idp: crate::jwt::DevIdp,
 }
+
+/// Subject of the development analyst identity.
+pub const DEV_ANALYST: &str = "rbk-analyst";
+
+/// Agency of the development analyst and IG officer.
+pub const DEV_CLIENT_AGENCY: &str = "rbk-council";
 
 /// Name of the development auditor (IG officer) identity.
 pub const DEV_AUDITOR: &str = "ig-officer";
@@ -66,7 +75,7 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
             dir.display()
         );
     }
-    for sub in ["agents", "auditors"] {
+    for sub in ["agents", "auditors", "analysts"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
@@ -132,6 +141,10 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         0o644,
     )?;
 
+    // The development identity provider: signs analyst/auditor JWTs (`gateway token`); the
+    // gateway pins its public key from idp.jwks.json.
+    let idp = crate::jwt::make_dev_idp(dir)?;
+
     let mut agent_configs = Vec::new();
     for id in KINGSTON_AGENCIES {
         let agency = AgencyId::new(id)?;
@@ -148,20 +161,41 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         let p = write(dir, &format!("agents/{id}.toml"), &cfg, 0o644)?;
         agent_configs.push((agency, p));
     }
-    let (cert, key) = issue_client_cert(
-        &issuer,
-        &format!("spiffe://{}/auditor/{DEV_AUDITOR}", opts.trust_domain),
-        &format!("auditor {DEV_AUDITOR}"),
-        "Safer Kingston Partnership information governance",
-        now - Duration::hours(1),
-        now + Duration::days(365),
+    // Development JWTs (24 h, the dev issuer's longest) for an IG officer and an analyst;
+    // `gateway token` makes fresh ones.
+    let dev_token = |sub: &str, role: crate::jwt::Role, file: &str| -> Result<()> {
+        let roles = [role];
+        let token = crate::jwt::issue_dev_token(
+            &idp.key,
+            &crate::jwt::DevTokenRequest {
+                agency: Some(DEV_CLIENT_AGENCY),
+                ttl: time::Duration::hours(24),
+                ..crate::jwt::DevTokenRequest::new(sub, &roles)
+            },
+        )?;
+        write(dir, file, &format!("{token}\n"), 0o600)?;
+        Ok(())
+    };
+    dev_token(
+        DEV_AUDITOR,
+        crate::jwt::Role::Auditor,
+        &format!("auditors/{DEV_AUDITOR}.jwt"),
     )?;
-    write(dir, &format!("auditors/{DEV_AUDITOR}.pem"), &cert, 0o644)?;
-    write(dir, &format!("auditors/{DEV_AUDITOR}.key"), &key, 0o600)?;
+    dev_token(
+        DEV_ANALYST,
+        crate::jwt::Role::Analyst,
+        &format!("analysts/{DEV_ANALYST}.jwt"),
+    )?;
     let auditor_config = write(
         dir,
         &format!("auditors/{DEV_AUDITOR}.toml"),
-        &auditor_config_text(&opts.listen, &opts.trust_domain),
+        &client_config_text(&opts.listen, &opts.trust_domain, DEV_AUDITOR, true),
+        0o644,
+    )?;
+    write(
+        dir,
+        &format!("analysts/{DEV_ANALYST}.toml"),
+        &client_config_text(&opts.listen, &opts.trust_domain, DEV_ANALYST, false),
         0o644,
     )?;
     let gateway_config = write(
@@ -175,6 +209,7 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         gateway_config,
         agent_configs,
         auditor_config,
+        idp,
     })
 }
 
@@ -252,29 +287,52 @@ handshake_timeout_secs = 10
 # Ed25519 key that signs checkpoints of the audit log; IG officers pin audit.pub.
 key = "audit.key"
 origin = "{origin}"
+
+[jwt]
+# Analyst and auditor JWTs: the development identity provider's public key (`gateway token`
+# signs with idp.key). Algorithms are pinned per key (EdDSA/ES256); leeway at most 60 s.
+jwks = "{jwks}"
+issuer = "{issuer}"
+audience = "{audience}"
+leeway_secs = 30
 "#,
-        origin = audit_origin(trust_domain)
+        origin = audit_origin(trust_domain),
+        jwks = crate::jwt::DEV_IDP_JWKS_FILE,
+        issuer = crate::jwt::DEV_ISSUER,
+        audience = crate::jwt::DEV_AUDIENCE,
     )
 }
 
-fn auditor_config_text(listen: &str, trust_domain: &str) -> String {
+fn client_config_text(listen: &str, trust_domain: &str, who: &str, auditor: bool) -> String {
     let port = listen.rsplit(':').next().unwrap_or("7443");
-    format!(
-        r#"# Client configuration of the development IG officer, made by `gateway dev-certs`.
-# Paths are relative to this file. Run: gateway audit log --config {{this file}}
-gateway = "https://localhost:{port}"
-
-[tls]
-ca = "../ca.pem"
-cert = "{DEV_AUDITOR}.pem"
-key = "{DEV_AUDITOR}.key"
-
+    let (what, run) = if auditor {
+        ("IG officer", "gateway audit log --config {this file}")
+    } else {
+        ("analyst", "gateway agreements --config {this file}")
+    };
+    let audit = if auditor {
+        format!(
+            r#"
 [audit]
 # The verifier key you pin: checkpoints must be signed by it.
 pubkey = "../audit.pub"
-origin = "{origin}"
+origin = "{}"
 "#,
-        origin = audit_origin(trust_domain)
+            audit_origin(trust_domain)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"# Client configuration of the development {what} `{who}`, made by `gateway dev-certs`.
+# Paths are relative to this file. Run: {run}
+gateway = "https://localhost:{port}"
+# A JWT from the partnership's identity provider (dev: `gateway token`), sent as a bearer token.
+token_file = "{who}.jwt"
+
+[tls]
+ca = "../ca.pem"
+{audit}"#
     )
 }
 
@@ -308,7 +366,8 @@ retries = 3
     )
 }
 
-fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<PathBuf> {
+/// Writes `text` to `DIR/name` with `mode`, replacing any old file, and syncs it.
+pub(crate) fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let p = dir.join(name);
@@ -339,6 +398,7 @@ mod tests {
             "gateway.key",
             "linkage.key",
             "audit.key",
+            "idp.key",
             "agents/lfb.key",
         ] {
             let mode = std::fs::metadata(dir.path().join(f))
@@ -364,6 +424,23 @@ mod tests {
             skp_core::checkpoint::open(&note, &vk, "kingston.skp/audit/v1").expect("open"),
             cp
         );
+        let config = crate::config::GatewayConfig::load(&pki.gateway_config).expect("config");
+        assert_eq!(config.jwt, crate::jwt::JwtConfig::dev(dir.path()));
+        let verifier = crate::jwt::JwtVerifier::load(&config.jwt).expect("jwks");
+        assert_eq!(
+            verifier.key_ids().collect::<Vec<_>>(),
+            [pki.idp.kid.as_str()]
+        );
+        let roles = [crate::jwt::Role::Analyst];
+        let token = crate::jwt::issue_dev_token(
+            &pki.idp.key,
+            &crate::jwt::DevTokenRequest::new("analyst-1", &roles),
+        )
+        .expect("token");
+        let claims = verifier
+            .verify(&token, OffsetDateTime::now_utc())
+            .expect("dev token verifies");
+        assert!(claims.has(crate::jwt::Role::Analyst));
         assert!(
             make_dev_pki(dir.path(), &DevPkiOptions::default()).is_err(),
             "refuses to overwrite"

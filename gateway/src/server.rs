@@ -6,10 +6,12 @@ use crate::audit::log::AuditLog;
 use crate::config::GatewayConfig;
 use crate::service::Shared;
 use crate::service::agent::AgentSvc;
+use crate::service::analyst::AnalystSvc;
 use crate::service::audit::AuditSvc;
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use sharing_proto::v1::agent_service_server::AgentServiceServer;
+use sharing_proto::v1::analyst_service_server::AnalystServiceServer;
 use sharing_proto::v1::audit_service_server::AuditServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct RunningGateway {
     pub store: Store,
     /// The audit log.
     pub audit: AuditLog,
+    /// What the services share (policy, clock, verifiers).
+    pub shared: Shared,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -79,16 +83,28 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
+    let jwt = crate::jwt::JwtVerifier::load(&config.jwt)
+        .map_err(|e| anyhow::anyhow!("[jwt] in the gateway config: {e}"))?;
+    let policy = load_policy(config, &catalog, &audit).await?;
     let shared = Shared {
         catalog: catalog.clone(),
         store: store.clone(),
         audit: audit.clone(),
         trust_domain: config.trust_domain.clone(),
+        policy: Arc::new(std::sync::RwLock::new(Arc::new(policy))),
+        jwt: Arc::new(jwt),
+        clock: Arc::new(time::OffsetDateTime::now_utc),
     };
     let agent = AgentServiceServer::new(AgentSvc::new(shared.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let auditor = AuditServiceServer::new(AuditSvc::new(shared))
+    let analyst = AnalystServiceServer::new(AnalystSvc::new(shared.clone()))
+        .max_decoding_message_size(1024 * 1024)
+        .max_encoding_message_size(config.max_message_bytes);
+    health_reporter
+        .set_serving::<AnalystServiceServer<AnalystSvc>>()
+        .await;
+    let auditor = AuditServiceServer::new(AuditSvc::new(shared.clone()))
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(config.max_message_bytes);
     health_reporter
@@ -119,6 +135,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         .add_service(health)
         .add_service(reflection)
         .add_service(agent)
+        .add_service(analyst)
         .add_service(auditor);
     let datasets = catalog.datasets().count();
     let task = tokio::spawn(async move {
@@ -134,9 +151,101 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         addr,
         store,
         audit,
+        shared,
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Loads the agreements (the configured directory, or the ones compiled in) and audits the
+/// load. A policy that does not validate refuses start-up (fail closed).
+async fn load_policy(
+    config: &GatewayConfig,
+    catalog: &skp_core::Catalog,
+    audit: &AuditLog,
+) -> Result<crate::policy::Policy> {
+    let now = time::OffsetDateTime::now_utc();
+    let loaded = match &config.policy_dir {
+        Some(dir) => crate::policy::Policy::load_dir(dir, catalog, now),
+        None => crate::policy::Policy::embedded(catalog, now),
+    };
+    let mut e = Entry::new(Actor::gateway(), Action::PolicyLoad, Decision::Allow);
+    match &loaded {
+        Ok(p) => {
+            e.reason = Some(format!(
+                "loaded {} agreements from {}; policy sha256 {}",
+                p.agreements().len(),
+                p.source(),
+                p.sha256()
+            ));
+        }
+        Err(err) => {
+            e.decision = Decision::Deny;
+            e.reason = Some(format!(
+                "policy refused: {}",
+                truncate(&err.to_string(), 900)
+            ));
+        }
+    }
+    audit
+        .append_one(e)
+        .await
+        .context("cannot write the policy load to the audit log")?;
+    loaded.map_err(|e| {
+        anyhow::anyhow!("the agreements do not validate; the gateway will not start:\n{e}")
+    })
+}
+
+/// Reloads the agreements (SIGHUP): the new set replaces the old only if it validates; either
+/// way the attempt is audited. Returns whether the new set is in force.
+pub async fn reload_policy(config: &GatewayConfig, shared: &Shared) -> bool {
+    let now = shared.now();
+    let loaded = match &config.policy_dir {
+        Some(dir) => crate::policy::Policy::load_dir(dir, &shared.catalog, now),
+        None => crate::policy::Policy::embedded(&shared.catalog, now),
+    };
+    let mut e = Entry::new(Actor::gateway(), Action::PolicyLoad, Decision::Allow);
+    let ok = match loaded {
+        Ok(p) => {
+            e.reason = Some(format!(
+                "reloaded {} agreements from {}; policy sha256 {}",
+                p.agreements().len(),
+                p.source(),
+                p.sha256()
+            ));
+            tracing::info!(sha256 = %p.sha256(), agreements = p.agreements().len(), "policy reloaded");
+            match shared.policy.write() {
+                Ok(mut w) => *w = Arc::new(p),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
+            }
+            true
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "policy reload refused; the previous policy stays in force");
+            e.decision = Decision::Deny;
+            e.reason = Some(format!(
+                "reload refused, previous policy {} stays in force: {}",
+                shared.policy().sha256(),
+                truncate(&err.to_string(), 900)
+            ));
+            false
+        }
+    };
+    if let Err(err) = shared.audit.append_one(e).await {
+        tracing::error!(error = %err, "cannot audit the policy reload");
+    }
+    ok
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_owned();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Reads the Ed25519 audit signing key, refusing a file others can read.
@@ -165,6 +274,20 @@ fn load_audit_key(path: &std::path::Path) -> Result<skp_core::checkpoint::Signin
 pub async fn serve(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result<()> {
     let running = start(config, listen).await?;
     println!("gateway listening on {}", running.addr);
+    #[cfg(unix)]
+    {
+        let shared = running.shared.clone();
+        let config = config.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the agreements");
+                    reload_policy(&config, &shared).await;
+                }
+            });
+        }
+    }
     shutdown_signal().await;
     tracing::info!("shutdown requested; finishing open calls");
     running.shutdown().await?;

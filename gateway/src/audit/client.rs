@@ -3,83 +3,46 @@
 //! verifier key before anything it covers is believed.
 
 use super::entry::Entry;
+use crate::client::{Authed, ClientConfig};
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 use sharing_proto::v1 as pb;
 use sharing_proto::v1::audit_service_client::AuditServiceClient;
 use skp_core::checkpoint::{self, Checkpoint, VerifierKey};
 use skp_core::merkle::{self, Hash};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use std::path::Path;
 
-/// `auditors/<name>.toml`: where the gateway is, the auditor's TLS identity, the pinned key.
+/// The auditor's client config: a [`ClientConfig`] with an `[audit]` section (pinned key and
+/// origin).
 #[derive(Debug, Clone)]
 pub struct AuditorConfig {
-    /// Gateway URL, e.g. `https://localhost:7443`.
-    pub gateway: String,
-    /// Partnership CA certificate.
-    pub ca: PathBuf,
-    /// Auditor certificate.
-    pub cert: PathBuf,
-    /// Auditor private key.
-    pub key: PathBuf,
+    /// Gateway, CA and token.
+    pub client: ClientConfig,
     /// The pinned audit verifier key (text).
     pub pubkey: String,
     /// The log's origin.
     pub origin: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    gateway: String,
-    tls: RawTls,
-    audit: RawAudit,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    pubkey: PathBuf,
-    origin: String,
-}
-
 impl AuditorConfig {
-    /// Loads and checks the file (paths relative to it).
-    pub fn load(path: &Path) -> Result<AuditorConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read auditor config {}", path.display()))?;
-        let raw: RawConfig = skp_core::toml_file::parse(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &Path| base.join(p);
-        let pubkey_path = rel(&raw.audit.pubkey);
-        let pubkey = read_pubkey(&pubkey_path.to_string_lossy())?;
+    /// Loads an auditor config; `gateway` and `token` override the file's when given.
+    pub fn load_with(
+        path: &Path,
+        gateway: Option<String>,
+        token: Option<String>,
+    ) -> Result<AuditorConfig> {
+        let client = ClientConfig::load(path, gateway, token)?;
+        let (Some(pubkey), Some(origin)) = (client.pubkey.clone(), client.origin.clone()) else {
+            bail!(
+                "{}: no [audit] section: an auditor config names the pinned key, e.g.\n[audit]\npubkey = \"../audit.pub\"\norigin = \"kingston.skp/audit/v1\"",
+                path.display()
+            );
+        };
         Ok(AuditorConfig {
-            gateway: raw.gateway,
-            ca: rel(&raw.tls.ca),
-            cert: rel(&raw.tls.cert),
-            key: rel(&raw.tls.key),
+            client,
             pubkey,
-            origin: raw.audit.origin,
+            origin,
         })
-    }
-
-    /// [`AuditorConfig::load`] with the gateway URL overridden if given.
-    pub fn load_with(path: &Path, gateway: Option<String>) -> Result<AuditorConfig> {
-        let mut c = Self::load(path)?;
-        if let Some(g) = gateway {
-            c.gateway = g;
-        }
-        Ok(c)
     }
 
     fn verifier(&self) -> Result<VerifierKey> {
@@ -102,29 +65,13 @@ pub fn read_pubkey(arg: &str) -> Result<String> {
     Ok(text)
 }
 
-/// Connects with the auditor's certificate.
-pub async fn connect(cfg: &AuditorConfig) -> Result<AuditServiceClient<Channel>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let host = cfg
-        .gateway
-        .trim_start_matches("https://")
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        .unwrap_or_else(|| "localhost".into());
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&cfg.ca)?))
-        .identity(Identity::from_pem(read(&cfg.cert)?, read(&cfg.key)?))
-        .domain_name(host);
-    let channel = Endpoint::from_shared(cfg.gateway.clone())
-        .with_context(|| format!("gateway URL {:?} is not valid", cfg.gateway))?
-        .tls_config(tls)
-        .context("invalid TLS configuration")?
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to the gateway at {}", cfg.gateway))?;
-    Ok(AuditServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+/// Connects with the auditor's token.
+pub async fn connect(cfg: &AuditorConfig) -> Result<AuditServiceClient<Authed>> {
+    let (ch, bearer) = crate::client::connect(&cfg.client).await?;
+    Ok(
+        AuditServiceClient::with_interceptor(ch, bearer)
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
 }
 
 fn status(call: &str, s: tonic::Status) -> anyhow::Error {

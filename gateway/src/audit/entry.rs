@@ -124,6 +124,8 @@ pub enum Action {
     GatewayStop,
     /// Changes whose entries were written could not be stored (the entries name them).
     StorageFailure,
+    /// A dry run of a release request was decided.
+    Explain,
 }
 
 impl Action {
@@ -140,6 +142,7 @@ impl Action {
             Action::GatewayStart => "gateway_start",
             Action::GatewayStop => "gateway_stop",
             Action::StorageFailure => "storage_failure",
+            Action::Explain => "explain",
         }
     }
 }
@@ -352,6 +355,7 @@ mod tests {
             Action::GatewayStart,
             Action::GatewayStop,
             Action::StorageFailure,
+            Action::Explain,
         ] {
             assert_eq!(
                 serde_json::to_string(&a).expect("encode"),

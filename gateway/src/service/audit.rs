@@ -6,7 +6,7 @@
 
 use super::{ServiceError, Shared, status_of};
 use crate::audit::entry::{Action, Decision, Entry};
-use crate::auth::Identity;
+use crate::policy::decide::Requester;
 use sharing_proto::v1 as pb;
 use sharing_proto::v1::audit_service_server::AuditService;
 use std::pin::Pin;
@@ -29,8 +29,8 @@ impl AuditSvc {
     }
 
     /// Audits an audit query by `auditor` with a description of what was asked.
-    async fn record_query(&self, auditor: &str, what: String) -> Result<u64, Status> {
-        let actor = self.shared.actor(&Identity::Auditor(auditor.to_owned()));
+    async fn record_query(&self, auditor: &Requester, what: String) -> Result<u64, Status> {
+        let actor = self.shared.analyst_actor(auditor);
         let mut e = Entry::new(actor, Action::AuditQuery, Decision::Allow);
         e.reason = Some(what);
         self.shared.record(e).await

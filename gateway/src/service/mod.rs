@@ -3,15 +3,20 @@
 //! audit entries live in [`Shared`].
 
 pub mod agent;
+pub mod analyst;
 pub mod audit;
 
 use crate::audit::entry::{Action, Actor, Decision, Entry};
 use crate::audit::log::{AuditError, AuditLog};
 use crate::auth::{Identity, identify};
+use crate::jwt::{JwtVerifier, Role};
+use crate::policy::Policy;
+use crate::policy::decide::Requester;
 use crate::store::{Store, StoreError};
 use crate::validate::BatchError;
 use skp_core::{AgencyId, Catalog};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use time::OffsetDateTime;
 use tonic::{Request, Status};
 
 /// Every error a service can return, mapped to a gRPC status in one place.
@@ -73,9 +78,84 @@ pub struct Shared {
     pub audit: AuditLog,
     /// The SPIFFE trust domain of identities.
     pub trust_domain: String,
+    /// The agreements in force (replaced whole on reload).
+    pub policy: Arc<RwLock<Arc<Policy>>>,
+    /// Verifier of analysts' and auditors' JWTs.
+    pub jwt: Arc<JwtVerifier>,
+    /// The clock decisions use (injectable for tests).
+    pub clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
 }
 
 impl Shared {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Now, by the gateway's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        (self.clock)()
+    }
+
+    /// The verified JWT subject of the call, which must hold `role`; anything else is refused
+    /// and the refusal audited (`UNAUTHENTICATED` without a valid token, `PERMISSION_DENIED`
+    /// without the role).
+    pub async fn require_role<T>(&self, req: &Request<T>, role: Role) -> Result<Requester, Status> {
+        let claims = match crate::jwt::bearer(req).and_then(|t| self.jwt.verify(t, self.now())) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!("bearer token refused: {e}");
+                return Err(self
+                    .auth_failure(req, None, &reason, Status::unauthenticated(reason.clone()))
+                    .await);
+            }
+        };
+        let who = Requester {
+            sub: claims.sub.clone(),
+            agency: claims.agency.as_ref().map(|a| a.to_string()),
+            roles: claims
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+        };
+        if !claims.has(role) {
+            let reason = format!(
+                "{} lacks the role {} this service requires",
+                who.sub,
+                role.as_str()
+            );
+            let actor = self.analyst_actor(&who);
+            let mut e = Entry::new(actor, Action::AuthFailure, Decision::Deny);
+            e.reason = Some(reason.clone());
+            e.peer = req.remote_addr().map(|a| a.to_string());
+            if let Err(err) = self.audit.append_one(e).await {
+                tracing::error!(error = %err, "cannot audit a refused call");
+            }
+            return Err(Status::permission_denied(reason));
+        }
+        Ok(who)
+    }
+
+    /// The actor of a JWT subject.
+    pub fn analyst_actor(&self, who: &Requester) -> Actor {
+        let kind = if who.roles.iter().any(|r| r == "auditor")
+            && !who.roles.iter().any(|r| r == "analyst")
+        {
+            "auditor"
+        } else {
+            "analyst"
+        };
+        Actor {
+            kind: kind.into(),
+            id: who.sub.chars().take(128).collect(),
+            agency: who.agency.clone(),
+        }
+    }
+
     /// The calling agency; anything else is refused and the refusal audited.
     pub async fn require_agent<T>(&self, req: &Request<T>) -> Result<AgencyId, Status> {
         match identify(req, &self.trust_domain) {
@@ -92,20 +172,9 @@ impl Shared {
         }
     }
 
-    /// The calling auditor; anything else is refused and the refusal audited.
-    pub async fn require_auditor<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        match identify(req, &self.trust_domain) {
-            Ok(Identity::Auditor(n)) => Ok(n),
-            Ok(other) => Err(self
-                .auth_failure(
-                    req,
-                    Some(&other),
-                    "only an auditor may call AuditService",
-                    Status::permission_denied("only an auditor may call AuditService"),
-                )
-                .await),
-            Err(f) => Err(self.auth_failure(req, None, &f.reason, f.status).await),
-        }
+    /// The calling auditor (a JWT with role `auditor`); anything else is refused and audited.
+    pub async fn require_auditor<T>(&self, req: &Request<T>) -> Result<Requester, Status> {
+        self.require_role(req, Role::Auditor).await
     }
 
     /// The actor of an identity.

@@ -1,0 +1,168 @@
+//! The client side for people (analysts, IG officers): a config file naming the gateway, the
+//! partnership CA and a JWT, a TLS channel that sends the JWT as a bearer token on every call,
+//! and the analyst commands (`gateway agreements`, `gateway explain`).
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use sharing_proto::v1 as pb;
+use sharing_proto::v1::analyst_service_client::AnalystServiceClient;
+use std::path::{Path, PathBuf};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// `analysts/<name>.toml` or `auditors/<name>.toml`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Gateway URL, e.g. `https://localhost:7443`.
+    pub gateway: String,
+    /// Partnership CA certificate.
+    pub ca: PathBuf,
+    /// The JWT sent as a bearer token.
+    pub token: String,
+    /// The pinned audit verifier key (text), for auditors.
+    pub pubkey: Option<String>,
+    /// The audit log's origin, for auditors.
+    pub origin: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: String,
+    token_file: PathBuf,
+    tls: RawTls,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    pubkey: PathBuf,
+    origin: String,
+}
+
+impl ClientConfig {
+    /// Loads the file (paths relative to it); `gateway` and `token` override it when given.
+    pub fn load(
+        path: &Path,
+        gateway: Option<String>,
+        token: Option<String>,
+    ) -> Result<ClientConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read client config {}", path.display()))?;
+        let raw: RawConfig = skp_core::toml_file::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let p = base.join(&raw.token_file);
+                std::fs::read_to_string(&p).with_context(|| {
+                    format!(
+                        "cannot read the token file {} (make one with `gateway token`)",
+                        p.display()
+                    )
+                })?
+            }
+        };
+        let (pubkey, origin) = match raw.audit {
+            Some(a) => (
+                Some(crate::audit::client::read_pubkey(
+                    &base.join(a.pubkey).to_string_lossy(),
+                )?),
+                Some(a.origin),
+            ),
+            None => (None, None),
+        };
+        Ok(ClientConfig {
+            gateway: gateway.unwrap_or(raw.gateway),
+            ca: base.join(raw.tls.ca),
+            token: token.trim().to_owned(),
+            pubkey,
+            origin,
+        })
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A channel authenticated by the config's token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Connects over TLS (server checked against the partnership CA) with the bearer token.
+pub async fn connect(cfg: &ClientConfig) -> Result<(Channel, Bearer)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(&cfg.ca).with_context(|| format!("cannot read {}", cfg.ca.display()))?;
+    let host = cfg
+        .gateway
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+        .unwrap_or_else(|| "localhost".into());
+    let host = if host.parse::<std::net::IpAddr>().is_ok() {
+        "localhost".to_string()
+    } else {
+        host
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(host);
+    let channel = Endpoint::from_shared(cfg.gateway.clone())
+        .with_context(|| format!("gateway URL {:?} is not valid", cfg.gateway))?
+        .tls_config(tls)
+        .context("invalid TLS configuration")?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the gateway at {}", cfg.gateway))?;
+    let value: MetadataValue<Ascii> = format!("Bearer {}", cfg.token)
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the token is not valid header text"))?;
+    Ok((channel, Bearer(value)))
+}
+
+fn status(call: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{call} refused: {:?}: {}", s.code(), s.message())
+}
+
+/// `gateway agreements`: what the caller may request, with validity and review dates.
+pub async fn agreements(cfg: &ClientConfig) -> Result<pb::AgreementList> {
+    let (ch, bearer) = connect(cfg).await?;
+    let mut client = AnalystServiceClient::with_interceptor(ch, bearer);
+    let list = client
+        .list_agreements(pb::ListAgreementsRequest {})
+        .await
+        .map_err(|s| status("ListAgreements", s))?
+        .into_inner();
+    Ok(list)
+}
+
+/// `gateway explain`: the gateway's decision on a request, field by field (audited).
+pub async fn explain(cfg: &ClientConfig, req: pb::ExplainRequest) -> Result<pb::Explanation> {
+    let (ch, bearer) = connect(cfg).await?;
+    let mut client = AnalystServiceClient::with_interceptor(ch, bearer);
+    let e = client
+        .explain(req)
+        .await
+        .map_err(|s| status("Explain", s))?
+        .into_inner();
+    if e.fields.is_empty() && e.allowed {
+        bail!("the gateway allowed the request but named no field");
+    }
+    Ok(e)
+}

@@ -1,0 +1,214 @@
+//! `sharing.v1.AnalystService`: what an analyst may request, and dry runs of requests.
+//! The caller is the subject of a verified JWT with role `analyst`; every decision of `Explain`
+//! is audited with the SHA-256 of the agreement in force.
+
+use super::Shared;
+use crate::audit::entry::{Action, AgreementRef, Decision, Entry};
+use crate::jwt::Role;
+use crate::policy::decide::{self, FieldOutcome, Request as PolicyRequest};
+use crate::policy::isa::Condition;
+use sharing_proto::v1 as pb;
+use sharing_proto::v1::analyst_service_server::AnalystService;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Request, Response, Status};
+
+/// Days before a review date from which an agreement is flagged as due for review.
+pub const REVIEW_WARNING_DAYS: i64 = 60;
+
+/// The analyst service.
+#[derive(Clone)]
+pub struct AnalystSvc {
+    shared: Shared,
+}
+
+impl AnalystSvc {
+    /// A service over the gateway's shared state.
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A condition as one line of text.
+pub fn describe(c: &Condition) -> String {
+    match c {
+        Condition::In(f, v) => format!("{f} in [{}]", v.join(", ")),
+        Condition::Range(f, lo, hi) => match (lo, hi) {
+            (Some(l), Some(h)) => format!("{l} <= {f} <= {h}"),
+            (Some(l), None) => format!("{f} >= {l}"),
+            (None, Some(h)) => format!("{f} <= {h}"),
+            (None, None) => format!("{f} is a number"),
+        },
+        Condition::Is(f, b) => format!("{f} is {b}"),
+        Condition::Or(cs) => format!(
+            "({})",
+            cs.iter().map(describe).collect::<Vec<_>>().join(" or ")
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl AnalystService for AnalystSvc {
+    async fn list_agreements(
+        &self,
+        req: Request<pb::ListAgreementsRequest>,
+    ) -> Result<Response<pb::AgreementList>, Status> {
+        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let policy = self.shared.policy();
+        let now = self.shared.now();
+        let agreements = policy
+            .agreements()
+            .iter()
+            .map(|a| {
+                let status = if now < a.valid_from {
+                    "not yet valid"
+                } else if now > a.valid_until {
+                    "expired"
+                } else {
+                    "in force"
+                };
+                pb::AgreementSummary {
+                    id: a.id.clone(),
+                    title: a.title.clone(),
+                    version: a.version.clone(),
+                    valid_from: rfc3339(a.valid_from),
+                    valid_until: rfc3339(a.valid_until),
+                    review_by: rfc3339(a.review_by),
+                    status: status.into(),
+                    review_due: a.review_by - now < time::Duration::days(REVIEW_WARNING_DAYS),
+                    purposes: a
+                        .purposes
+                        .iter()
+                        .map(|p| pb::PurposeSummary {
+                            id: p.id.clone(),
+                            description: p.description.clone(),
+                            output: p.output.as_str().into(),
+                            datasets: p.datasets.keys().cloned().collect(),
+                            you_may_request: p.recipients.iter().any(|r| {
+                                who.agency.as_deref() == Some(r.agency.as_str())
+                                    && who.roles.contains(&r.role)
+                                    && (r.subjects.is_empty() || r.subjects.contains(&who.sub))
+                            }),
+                        })
+                        .collect(),
+                    sha256: a.sha256.clone(),
+                    legal_gateways: a.gateways.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::AgreementList {
+            agreements,
+            policy_sha256: policy.sha256().to_string(),
+        }))
+    }
+
+    async fn explain(
+        &self,
+        req: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let r = req.into_inner();
+        if r.fields.len() > 1000 || r.fields.iter().any(|f| f.len() > 128) {
+            return Err(Status::invalid_argument(
+                "at most 1000 fields of at most 128 characters each",
+            ));
+        }
+        let policy = self.shared.policy();
+        let preq = PolicyRequest {
+            agreement: r.agreement.clone(),
+            purpose: r.purpose.clone(),
+            dataset: r.dataset.clone(),
+            fields: r.fields.clone(),
+        };
+        let e = decide::explain(
+            &policy,
+            &self.shared.catalog,
+            &who,
+            &preq,
+            self.shared.now(),
+        );
+
+        let mut entry = Entry::new(
+            self.shared.analyst_actor(&who),
+            Action::Explain,
+            if e.allowed() {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+        );
+        entry.datasets = vec![r.dataset.chars().take(128).collect()];
+        entry.fields = e
+            .fields
+            .iter()
+            .filter(|(_, o)| o.released())
+            .map(|(n, o)| format!("{n}:{}", o.name()))
+            .collect();
+        entry.reason = e
+            .denial
+            .as_ref()
+            .map(|d| format!("{}: {}", d.rule, d.message));
+        entry.agreement = Some(match &e.agreement {
+            Some((id, version, sha)) => AgreementRef {
+                id: id.clone(),
+                version: version.clone(),
+                policy_sha256: sha.clone(),
+                purpose: r.purpose.chars().take(128).collect(),
+            },
+            None => AgreementRef {
+                id: r.agreement.chars().take(128).collect(),
+                version: String::new(),
+                policy_sha256: policy.sha256().to_string(),
+                purpose: r.purpose.chars().take(128).collect(),
+            },
+        });
+        let seq = self.shared.record(entry).await?;
+
+        let (version, sha) = e
+            .agreement
+            .as_ref()
+            .map(|(_, v, s)| (v.clone(), s.clone()))
+            .unwrap_or_default();
+        Ok(Response::new(pb::Explanation {
+            allowed: e.allowed(),
+            rule: e
+                .denial
+                .as_ref()
+                .map(|d| d.rule.to_string())
+                .unwrap_or_default(),
+            reason: e
+                .denial
+                .as_ref()
+                .map(|d| d.message.clone())
+                .unwrap_or_default(),
+            fields: e
+                .fields
+                .iter()
+                .map(|(n, o)| {
+                    let (rule, reason) = match o {
+                        FieldOutcome::Denied(d) => (d.rule.to_string(), d.message.clone()),
+                        FieldOutcome::Generalised(t) => {
+                            (String::new(), format!("generalised to {}", t.name()))
+                        }
+                        FieldOutcome::Keep => (String::new(), String::new()),
+                    };
+                    pb::FieldDecision {
+                        field: n.clone(),
+                        outcome: o.name().to_string(),
+                        rule,
+                        reason,
+                    }
+                })
+                .collect(),
+            output: e.output.map(|o| o.as_str().to_string()).unwrap_or_default(),
+            persons: e.persons.clone(),
+            filter: e.filter.iter().map(describe).collect(),
+            agreement_version: version,
+            policy_sha256: sha,
+            audit_entry: seq,
+        }))
+    }
+}
