@@ -56,7 +56,15 @@ impl Workload {
                 let mut cells: HashMap<String, String> = cells.into_iter().collect();
                 // `synth::rows` numbers references per call: make the record key unique overall.
                 for f in &ds.record_key {
-                    cells.insert(f.as_str().to_string(), format!("BENCH-{made:010}"));
+                    let int = ds
+                        .field(f.as_str())
+                        .is_some_and(|x| x.ty == skp_core::catalog::FieldType::Int);
+                    let v = if int {
+                        "1".to_string()
+                    } else {
+                        format!("BENCH-{made:010}")
+                    };
+                    cells.insert(f.as_str().to_string(), v);
                 }
                 let row = Row {
                     line: made as u64 + 2,

@@ -273,21 +273,22 @@ fn load_audit_key(path: &std::path::Path) -> Result<skp_core::checkpoint::Signin
 /// Runs the gateway until SIGTERM or Ctrl-C, then shuts down cleanly.
 pub async fn serve(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result<()> {
     let running = start(config, listen).await?;
-    println!("gateway listening on {}", running.addr);
+    // The reload handler is in place before the readiness line, so a SIGHUP sent as soon as
+    // the gateway says it is listening reloads rather than kills it.
     #[cfg(unix)]
     {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP (policy reload) handler")?;
         let shared = running.shared.clone();
         let config = config.clone();
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the agreements");
-                    reload_policy(&config, &shared).await;
-                }
-            });
-        }
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the agreements");
+                reload_policy(&config, &shared).await;
+            }
+        });
     }
+    println!("gateway listening on {}", running.addr);
     shutdown_signal().await;
     tracing::info!("shutdown requested; finishing open calls");
     running.shutdown().await?;

@@ -110,22 +110,29 @@ impl ReleasePlan {
         self.filter.iter().all(|c| holds(c, values))
     }
 
-    /// The released cells of a stored record, one per column (`None`: empty cell).
+    /// The released cells of a stored record, one per column (`None`: empty cell). A cell the
+    /// transform cannot read (e.g. an age out of range) is released empty, never as stored;
+    /// each such cell is reported in `withheld` (field and reason, never the value).
     pub fn apply<'a>(
         &self,
         values: &'a [Value],
         out: &mut Vec<Released<'a>>,
-    ) -> Result<(), ApplyError> {
+        withheld: &mut Vec<ApplyError>,
+    ) {
         out.clear();
         for c in &self.columns {
             let cell = values.get(c.index).map(Cell::from).unwrap_or(Cell::Missing);
-            let v = c.transform.apply(cell).map_err(|error| ApplyError {
-                field: c.name.clone(),
-                error,
-            })?;
-            out.push(v);
+            match c.transform.apply(cell) {
+                Ok(v) => out.push(v),
+                Err(error) => {
+                    out.push(None);
+                    withheld.push(ApplyError {
+                        field: c.name.clone(),
+                        error,
+                    });
+                }
+            }
         }
-        Ok(())
     }
 }
 

@@ -650,14 +650,9 @@ fn dataset_rule(
                         cx.err(
                             disp.span(),
                             format!(
-                                "purpose {pid}: {name}.{fname} is of type {}, which {t:?} does not apply to; write \"keep\", \"deny\" or one of: {}",
+                                "purpose {pid}: {name}.{fname} is of type {}, which {t:?} does not apply to; {}",
                                 f.ty.as_str(),
-                                Transform::ALL
-                                    .iter()
-                                    .filter(|x| !matches!(x, Transform::Keep | Transform::Deny) && x.applies_to_field(f))
-                                    .map(|x| x.name())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                fitting_fix(f)
                             ),
                         );
                     }
@@ -732,6 +727,20 @@ fn dataset_rule(
         persons,
         fields,
     })
+}
+
+/// What to write for a field instead of a transform that does not fit it.
+fn fitting_fix(f: &skp_core::catalog::Field) -> String {
+    let fits: Vec<&str> = Transform::ALL
+        .iter()
+        .filter(|x| !matches!(x, Transform::Keep | Transform::Deny) && x.applies_to_field(f))
+        .map(|x| x.name())
+        .collect();
+    if fits.is_empty() {
+        "write \"keep\" or \"deny\" (no generalisation applies to it)".to_string()
+    } else {
+        format!("write \"keep\", \"deny\" or one of: {}", fits.join(", "))
+    }
 }
 
 fn condition(ds: &Dataset, c: &RawCondition) -> Result<Condition, String> {
