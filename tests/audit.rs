@@ -3,74 +3,14 @@
 //! full disk are caught.
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{GatewayProc, Pki, agent_client, bin, run_agent};
+use e2e::{
+    GatewayProc, Pki, agent_client, audit_entries, bin, export_audit, run_agent, run_gateway, text,
+    verify_audit,
+};
 use gateway::audit::entry::Entry;
 use sharing_proto::v1::{IngestBatch, Record, WithdrawRequest};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_gateway(args: &[&str]) -> Result<Output> {
-    let gw = bin("gateway")?;
-    Command::new(&gw)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run gateway {args:?}"))
-}
-
-fn auditor_config(pki: &Pki) -> String {
-    pki.path()
-        .join("auditors/ig-officer.toml")
-        .display()
-        .to_string()
-}
-
-/// `gateway audit export` to `out`; fails the test unless it succeeds.
-fn export(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
-    let o = run_gateway(&[
-        "audit",
-        "export",
-        "--config",
-        &auditor_config(pki),
-        "--gateway",
-        &gw.url(),
-        "--out",
-        &out.display().to_string(),
-    ])?;
-    ensure!(o.status.success(), "audit export failed: {}", text(&o));
-    Ok(())
-}
-
-/// `gateway audit verify FILE --pubkey audit.pub [--checkpoint C]`.
-fn verify(pki: &Pki, file: &Path, checkpoint: Option<&Path>) -> Result<Output> {
-    let pubkey = pki.path().join("audit.pub").display().to_string();
-    let file = file.display().to_string();
-    let mut args = vec!["audit", "verify", &file, "--pubkey", &pubkey];
-    let cp;
-    if let Some(c) = checkpoint {
-        cp = c.display().to_string();
-        args.extend(["--checkpoint", &cp]);
-    }
-    run_gateway(&args)
-}
-
-/// The entries of an export file, decoded.
-fn entries(file: &Path) -> Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(file)?;
-    text.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| Entry::decode(l.as_bytes()).map_err(|e| anyhow::anyhow!("{e}: {l}")))
-        .collect()
-}
+use std::process::{Command, Output};
 
 fn count(es: &[Entry], action: &str, decision: &str) -> usize {
     es.iter()
@@ -186,7 +126,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
             "audit",
             "tree-head",
             "--config",
-            &auditor_config(&pki),
+            &pki.auditor_config(),
             "--gateway",
             &gw.url(),
         ])
@@ -216,10 +156,10 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
 
     // Export and verify with the pinned key.
     let out = pki.path().join("audit-1.txt");
-    export(&pki, &gw, &out)?;
-    let o = verify(&pki, &out, None)?;
+    export_audit(&pki, &gw, &out)?;
+    let o = verify_audit(&pki, &out, None)?;
     ensure!(o.status.success(), "verify failed: {}", text(&o));
-    let es = entries(&out)?;
+    let es = audit_entries(&out)?;
 
     assert_eq!(count(&es, "gateway_start", "allow"), 1, "{es:#?}");
     assert_eq!(count(&es, "policy_load", "allow"), 1, "{es:#?}");
@@ -285,7 +225,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
         "audit",
         "prove",
         "--config",
-        &auditor_config(&pki),
+        &pki.auditor_config(),
         "--gateway",
         &gw.url(),
         "--entry",
@@ -299,7 +239,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
         "audit",
         "log",
         "--config",
-        &auditor_config(&pki),
+        &pki.auditor_config(),
         "--gateway",
         &gw.url(),
         "--action",
@@ -327,14 +267,14 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     std::fs::write(&first_cp, note)?;
     let gw = GatewayProc::start(&pki.gateway_config())?;
     let out2 = pki.path().join("audit-2.txt");
-    export(&pki, &gw, &out2)?;
-    let o = verify(&pki, &out2, Some(&first_cp))?;
+    export_audit(&pki, &gw, &out2)?;
+    let o = verify_audit(&pki, &out2, Some(&first_cp))?;
     ensure!(
         o.status.success(),
         "verify with kept checkpoint: {}",
         text(&o)
     );
-    let es2 = entries(&out2)?;
+    let es2 = audit_entries(&out2)?;
     assert_eq!(count(&es2, "gateway_stop", "allow"), 1);
     assert_eq!(count(&es2, "gateway_start", "allow"), 2);
     assert_eq!(
@@ -413,7 +353,7 @@ fn tamper_matrix(pki: &Pki, export: &Path) -> Result<()> {
     for (name, text_, needle) in cases {
         let p = dir.path().join(name.replace(' ', "-"));
         std::fs::write(&p, &text_)?;
-        let o = verify(pki, &p, None)?;
+        let o = verify_audit(pki, &p, None)?;
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         if o.status.success() {
             bail!("{name}: tampered export verified: {}", text(&o));
@@ -449,7 +389,7 @@ async fn a_rolled_back_log_fails_against_a_kept_checkpoint() -> Result<()> {
         "audit",
         "tree-head",
         "--config",
-        &auditor_config(&pki),
+        &pki.auditor_config(),
         "--gateway",
         &gw.url(),
         "--save",
@@ -466,12 +406,12 @@ async fn a_rolled_back_log_fails_against_a_kept_checkpoint() -> Result<()> {
     let o = push(&pki, &gw, "lfb", "lfb_incident", &other)?;
     ensure!(o.status.success(), "push: {}", text(&o));
     let out = pki.path().join("after-rollback.txt");
-    export(&pki, &gw, &out)?;
+    export_audit(&pki, &gw, &out)?;
 
     // On its own the forked log is self-consistent; the kept checkpoint exposes it.
-    let o = verify(&pki, &out, None)?;
+    let o = verify_audit(&pki, &out, None)?;
     ensure!(o.status.success(), "fork verifies alone: {}", text(&o));
-    let o = verify(&pki, &out, Some(&kept))?;
+    let o = verify_audit(&pki, &out, Some(&kept))?;
     ensure!(!o.status.success(), "rollback not detected: {}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("checkpoint"), "{err}");
@@ -581,10 +521,10 @@ async fn a_full_disk_refuses_ingest_and_recovers_when_space_is_freed() -> Result
     ])?;
     ensure!(o.status.success(), "push after freeing space: {}", text(&o));
     let out = pki.path().join("audit.txt");
-    export(&pki, &gw, &out)?;
-    let o = verify(&pki, &out, None)?;
+    export_audit(&pki, &gw, &out)?;
+    let o = verify_audit(&pki, &out, None)?;
     ensure!(o.status.success(), "verify: {}", text(&o));
-    let es = entries(&out)?;
+    let es = audit_entries(&out)?;
     // Ingest entries whose records could not be stored are named by a storage_failure entry.
     let mut not_committed = std::collections::HashSet::new();
     for e in es.iter().filter(|e| e.action.as_str() == "storage_failure") {

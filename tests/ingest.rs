@@ -1,7 +1,7 @@
 //! End-to-end ingest: real `gateway serve` and `agent` processes over loopback mutual TLS.
 
 use anyhow::{Context, Result, bail};
-use e2e::{GatewayProc, Pki, agent_client, run_agent};
+use e2e::{GatewayProc, Pki, agent_client, run_agent, text};
 use gateway::store::Store;
 use sharing_proto::v1::{IngestBatch, Record, Value, value::Kind};
 use std::collections::HashSet;
@@ -9,15 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const AGENCIES: [&str; 5] = ["met-police", "rbk-council", "lfb", "probation", "swl-icb"];
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Writes synthetic exports for an agency and returns (dataset, file) pairs.
 fn synth(agency: &str, persons: usize, out: &Path) -> Result<Vec<(String, PathBuf)>> {

@@ -4,13 +4,16 @@
 //! decision is counted in an audit export the IG officer verifies.
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{GatewayProc, Pki, bin, workspace_root};
+use e2e::{
+    GatewayProc, Pki, audit_entries, bin, export_audit, run_gateway, run_gateway_env, text,
+    verify_audit, workspace_root,
+};
 use gateway::audit::entry::Entry;
 use sha2::{Digest, Sha256};
 use sharing_proto::v1::analyst_service_client::AnalystServiceClient;
 use sharing_proto::v1::{ExplainRequest, Explanation, ListAgreementsRequest};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -34,90 +37,13 @@ const AGREEMENT_IDS: [&str; 8] = [
 /// How long a SIGHUP reload may take to show up in the gateway's log.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Runs the `gateway` binary; `env` is added to its environment (e.g. `SKP_TOKEN`).
-fn run_gateway_env(args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
-    let gw = bin("gateway")?;
-    let mut cmd = Command::new(&gw);
-    cmd.args(args).stdin(Stdio::null()).env_remove("SKP_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output()
-        .with_context(|| format!("cannot run gateway {args:?}"))
-}
-
-fn run_gateway(args: &[&str]) -> Result<Output> {
-    run_gateway_env(args, &[])
-}
-
-fn auditor_config(pki: &Pki) -> String {
-    pki.path()
-        .join("auditors/ig-officer.toml")
-        .display()
-        .to_string()
-}
-
-fn analyst_config(pki: &Pki) -> String {
-    pki.path()
-        .join("analysts/rbk-analyst.toml")
-        .display()
-        .to_string()
-}
-
-/// `gateway audit export` to `out`; fails the test unless it succeeds.
-fn export(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
-    let o = run_gateway(&[
-        "audit",
-        "export",
-        "--config",
-        &auditor_config(pki),
-        "--gateway",
-        &gw.url(),
-        "--out",
-        &out.display().to_string(),
-    ])?;
-    ensure!(o.status.success(), "audit export failed: {}", text(&o));
-    Ok(())
-}
-
-/// `gateway audit verify FILE --pubkey audit.pub`; fails the test unless it verifies.
-fn verify(pki: &Pki, file: &Path) -> Result<()> {
-    let pubkey = pki.path().join("audit.pub").display().to_string();
-    let o = run_gateway(&[
-        "audit",
-        "verify",
-        &file.display().to_string(),
-        "--pubkey",
-        &pubkey,
-    ])?;
-    ensure!(o.status.success(), "audit verify failed: {}", text(&o));
-    Ok(())
-}
-
-/// The entries of an export file, decoded.
-fn entries(file: &Path) -> Result<Vec<Entry>> {
-    let text = std::fs::read_to_string(file)?;
-    text.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| Entry::decode(l.as_bytes()).map_err(|e| anyhow::anyhow!("{e}: {l}")))
-        .collect()
-}
-
 /// Exports the audit log as the IG officer, verifies it and decodes it.
 fn verified_entries(pki: &Pki, gw: &GatewayProc, name: &str) -> Result<Vec<Entry>> {
     let out = pki.path().join(name);
-    export(pki, gw, &out)?;
-    verify(pki, &out)?;
-    entries(&out)
+    export_audit(pki, gw, &out)?;
+    let o = verify_audit(pki, &out, None)?;
+    ensure!(o.status.success(), "audit verify failed: {}", text(&o));
+    audit_entries(&out)
 }
 
 fn of<'a>(es: &'a [Entry], action: &str) -> Vec<&'a Entry> {
@@ -226,7 +152,7 @@ fn an_analyst_lists_agreements_and_explains_requests_and_every_decision_is_audit
     let pki = Pki::new()?;
     let gw = GatewayProc::start(&pki.gateway_config())?;
     let url = gw.url();
-    let analyst = analyst_config(&pki);
+    let analyst = pki.analyst_config();
     let sv_sha = file_sha256(&shipped_agreement(SV_FILE))?;
 
     // The agreements: all eight, and the purposes the rbk-council analyst may request marked.

@@ -522,3 +522,91 @@ pub fn issue_cert(
         not_after,
     )
 }
+
+/// A finished process's status and output, for failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs the `gateway` binary; `env` is added to its environment (e.g. `SKP_TOKEN`, which is
+/// otherwise removed).
+pub fn run_gateway_env(args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+    let gw = bin("gateway")?;
+    let mut cmd = Command::new(&gw);
+    cmd.args(args).stdin(Stdio::null()).env_remove("SKP_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .with_context(|| format!("cannot run gateway {args:?}"))
+}
+
+/// Runs the `gateway` binary.
+pub fn run_gateway(args: &[&str]) -> Result<Output> {
+    run_gateway_env(args, &[])
+}
+
+impl Pki {
+    /// The development IG officer's client config.
+    pub fn auditor_config(&self) -> String {
+        self.path()
+            .join("auditors/ig-officer.toml")
+            .display()
+            .to_string()
+    }
+
+    /// The development analyst's client config.
+    pub fn analyst_config(&self) -> String {
+        self.path()
+            .join("analysts/rbk-analyst.toml")
+            .display()
+            .to_string()
+    }
+}
+
+/// `gateway audit export` as the IG officer to `out`; an error unless it succeeds.
+pub fn export_audit(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
+    let o = run_gateway(&[
+        "audit",
+        "export",
+        "--config",
+        &pki.auditor_config(),
+        "--gateway",
+        &gw.url(),
+        "--out",
+        &out.display().to_string(),
+    ])?;
+    if !o.status.success() {
+        bail!("audit export failed: {}", text(&o));
+    }
+    Ok(())
+}
+
+/// `gateway audit verify FILE --pubkey audit.pub [--checkpoint C]`.
+pub fn verify_audit(pki: &Pki, file: &Path, checkpoint: Option<&Path>) -> Result<Output> {
+    let pubkey = pki.path().join("audit.pub").display().to_string();
+    let file = file.display().to_string();
+    let mut args = vec!["audit", "verify", &file, "--pubkey", &pubkey];
+    let cp;
+    if let Some(c) = checkpoint {
+        cp = c.display().to_string();
+        args.extend(["--checkpoint", &cp]);
+    }
+    run_gateway(&args)
+}
+
+/// The entries of an audit export file, decoded.
+pub fn audit_entries(file: &Path) -> Result<Vec<gateway::audit::entry::Entry>> {
+    let text = std::fs::read_to_string(file)?;
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            gateway::audit::entry::Entry::decode(l.as_bytes()).map_err(|e| anyhow!("{e}: {l}"))
+        })
+        .collect()
+}
