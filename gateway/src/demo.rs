@@ -84,10 +84,71 @@ pub async fn run(persons: usize, out: Option<PathBuf>) -> Result<()> {
             .unwrap_or_default();
         println!("  {owner:<12} {dataset:<30} {n:>7}");
     }
+
+    // An analyst's dry run through the gateway (JWT over TLS), audited like every decision.
+    let analyst = crate::client::ClientConfig::load(
+        &pki_dir
+            .join("analysts")
+            .join(format!("{}.toml", crate::pki::DEV_ANALYST)),
+        Some(url.clone()),
+        None,
+    )?;
+    let e = crate::client::explain(
+        &analyst,
+        sharing_proto::v1::ExplainRequest {
+            agreement: "SKP-ISA-SV-01".into(),
+            purpose: "serious-violence-sna".into(),
+            dataset: "police_crime".into(),
+            fields: vec![
+                "committed_from".into(),
+                "victim_age".into(),
+                "victim_surname".into(),
+            ],
+        },
+    )
+    .await?;
+    println!();
+    println!(
+        "analyst {} asks SKP-ISA-SV-01 / serious-violence-sna for police_crime (audit entry {}):",
+        crate::pki::DEV_ANALYST,
+        e.audit_entry
+    );
+    for f in &e.fields {
+        println!(
+            "  {:<16} {}",
+            f.field,
+            if f.rule.is_empty() {
+                f.outcome.clone()
+            } else {
+                format!("denied ({})", f.rule)
+            }
+        );
+    }
+
+    // The IG officer exports the audit log and verifies it offline with the pinned key.
+    let auditor = crate::audit::client::AuditorConfig::load_with(
+        &pki_dir
+            .join("auditors")
+            .join(format!("{}.toml", crate::pki::DEV_AUDITOR)),
+        Some(url.clone()),
+        None,
+    )?;
+    let export = dir.join("audit-export.txt");
+    let cp = crate::audit::client::export(&auditor, &export).await?;
+    println!();
+    println!(
+        "audit log: {} entries exported to {} and verified (root {}, signed by the pinned key)",
+        cp.size,
+        export.display(),
+        hex::encode(cp.root)
+    );
+
     running.shutdown().await?;
     if failures > 0 {
         anyhow::bail!("{failures} push(es) did not store every row; see above");
     }
-    println!("\ndemo finished: every synthetic row arrived pseudonymised over mutual TLS");
+    println!(
+        "\ndemo finished: every synthetic row arrived pseudonymised over mutual TLS, every action is in a verified audit log"
+    );
     Ok(())
 }
