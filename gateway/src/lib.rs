@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod jwt;
+pub mod linkage;
 pub mod pki;
 pub mod policy;
 pub mod server;

@@ -1,0 +1,370 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, VecDeque};
+
+fn tok(n: u8) -> Token {
+    Token([n; 32])
+}
+
+fn node(i: usize) -> PersonNode {
+    // Two roles per record, so role indexes are exercised too.
+    PersonNode::new((i / 2) as u64 + 100, (i % 2) as u32)
+}
+
+/// Random persons: each a small set of (kind, token) over a small alphabet, so collisions are
+/// common.
+fn persons() -> impl Strategy<Value = Vec<Vec<(TokenKind, Token)>>> {
+    let pair = (0usize..5, 0u8..6).prop_map(|(k, t)| (TokenKind::ALL[k], tok(t)));
+    prop::collection::vec(prop::collection::vec(pair, 0..4), 0..40)
+}
+
+fn kind_set() -> impl Strategy<Value = KindSet> {
+    (0u8..32).prop_map(KindSet)
+}
+
+/// The oracle: connected components of the graph "share an allowed token", by BFS, each
+/// labelled with its smallest node.
+fn naive(kinds: KindSet, persons: &[Vec<(TokenKind, Token)>]) -> Vec<PersonNode> {
+    let n = persons.len();
+    let shares = |a: usize, b: usize| {
+        persons[a]
+            .iter()
+            .any(|x| kinds.contains(x.0) && persons[b].contains(x))
+    };
+    let mut label = vec![None; n];
+    for start in 0..n {
+        if label[start].is_some() {
+            continue;
+        }
+        let mut component = vec![start];
+        let mut queue = VecDeque::from([start]);
+        label[start] = Some(PersonNode::new(0, 0));
+        while let Some(a) = queue.pop_front() {
+            for (b, slot) in label.iter_mut().enumerate() {
+                if slot.is_none() && shares(a, b) {
+                    *slot = Some(PersonNode::new(0, 0));
+                    component.push(b);
+                    queue.push_back(b);
+                }
+            }
+        }
+        let least = component.iter().map(|&i| node(i)).min().expect("non-empty");
+        for i in component {
+            label[i] = Some(least);
+        }
+    }
+    label.into_iter().map(|l| l.expect("labelled")).collect()
+}
+
+fn ids(linker: &mut Linker, n: usize) -> Vec<PersonNode> {
+    (0..n)
+        .map(|i| linker.cluster(node(i)).expect("added").0)
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn union_find_matches_bfs_over_the_token_graph(kinds in kind_set(), persons in persons()) {
+        let mut linker = Linker::build(
+            kinds,
+            persons.iter().enumerate().map(|(i, t)| (node(i), t.as_slice())),
+        )
+        .expect("distinct nodes");
+        let want = naive(kinds, &persons);
+        prop_assert_eq!(ids(&mut linker, persons.len()), want.clone());
+        for a in 0..persons.len() {
+            for b in 0..persons.len() {
+                prop_assert_eq!(linker.same_cluster(node(a), node(b)), want[a] == want[b]);
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_adds_equal_a_batch_build_in_any_order(
+        kinds in kind_set(),
+        persons in persons(),
+        cut in 0usize..40,
+        seed in any::<u64>(),
+    ) {
+        let n = persons.len();
+        // Batch build in a scrambled order.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (i as u64).wrapping_mul(seed | 1).rotate_left(17) ^ seed);
+        let mut batch = Linker::build(kinds, order.iter().map(|&i| (node(i), persons[i].clone())))
+            .expect("distinct nodes");
+        // Incremental: two batches, clusters queried in between (path compression runs).
+        let mut inc = Linker::new(kinds);
+        let cut = cut.min(n);
+        for (i, t) in persons.iter().enumerate().take(cut) {
+            inc.add(node(i), t).expect("distinct nodes");
+        }
+        let _ = ids(&mut inc, cut);
+        for (i, t) in persons.iter().enumerate().skip(cut) {
+            inc.add(node(i), t).expect("distinct nodes");
+        }
+        prop_assert_eq!(ids(&mut inc, n), ids(&mut batch, n));
+    }
+
+    #[test]
+    fn cluster_ids_are_stable_under_adds(
+        kinds in kind_set(),
+        old in persons(),
+        new in persons(),
+    ) {
+        let mut linker = Linker::new(kinds);
+        for (i, t) in old.iter().enumerate() {
+            linker.add(node(i), t).expect("distinct nodes");
+        }
+        let before = ids(&mut linker, old.len());
+        // Later records: larger sequence numbers, as the store assigns them.
+        for (j, t) in new.iter().enumerate() {
+            linker.add(node(old.len() + j), t).expect("distinct nodes");
+        }
+        let after = ids(&mut linker, old.len());
+        for a in 0..old.len() {
+            // The new id is the smallest old id among the old nodes now in the same cluster:
+            // unchanged unless new evidence merged it with a cluster holding a smaller node.
+            let merged_least = (0..old.len())
+                .filter(|&b| after[b] == after[a])
+                .map(|b| before[b])
+                .min()
+                .expect("a is in its own cluster");
+            prop_assert_eq!(after[a], merged_least);
+            if (0..old.len()).all(|b| after[b] != after[a] || before[b] == before[a]) {
+                prop_assert_eq!(after[a], before[a]);
+            }
+        }
+    }
+}
+
+#[test]
+fn tokens_of_kinds_not_allowed_never_link() {
+    let mut linker = Linker::new(KindSet::of(&[TokenKind::Nhs]));
+    let shared = [
+        (TokenKind::Pnc, tok(1)),
+        (TokenKind::Demo, tok(2)),
+        (TokenKind::Uprn, tok(3)),
+        (TokenKind::Ref, tok(4)),
+    ];
+    let a = PersonNode::new(1, 0);
+    let b = PersonNode::new(2, 0);
+    let c = PersonNode::new(3, 0);
+    linker.add(a, &shared).expect("new");
+    linker.add(b, &shared).expect("new");
+    assert!(!linker.same_cluster(a, b));
+    // The same bytes under an allowed kind do link, and only the nodes that carry that kind.
+    linker.add(c, &[(TokenKind::Nhs, tok(1))]).expect("new");
+    assert!(!linker.same_cluster(a, c));
+    let d = PersonNode::new(4, 0);
+    linker.add(d, &[(TokenKind::Nhs, tok(1))]).expect("new");
+    assert!(linker.same_cluster(c, d));
+    assert_eq!(linker.cluster(d), Some(ClusterId(c)));
+    // An empty kind set links nothing.
+    let mut none = Linker::new(KindSet::EMPTY);
+    none.add(a, &[(TokenKind::Nhs, tok(1))]).expect("new");
+    none.add(b, &[(TokenKind::Nhs, tok(1))]).expect("new");
+    assert!(!none.same_cluster(a, b));
+}
+
+#[test]
+fn a_bridging_record_merges_two_clusters_under_the_smaller_id() {
+    let mut linker = Linker::new(KindSet::of(&[TokenKind::Nhs, TokenKind::Pnc]));
+    let a = PersonNode::new(5, 1);
+    let b = PersonNode::new(7, 0);
+    let bridge = PersonNode::new(9, 0);
+    assert_eq!(linker.add(b, &[(TokenKind::Pnc, tok(2))]), Ok(ClusterId(b)));
+    assert_eq!(linker.add(a, &[(TokenKind::Nhs, tok(1))]), Ok(ClusterId(a)));
+    let got = linker.add(
+        bridge,
+        &[(TokenKind::Nhs, tok(1)), (TokenKind::Pnc, tok(2))],
+    );
+    assert_eq!(got, Ok(ClusterId(a)));
+    assert_eq!(linker.cluster(b), Some(ClusterId(a)));
+    assert_eq!(linker.cluster(PersonNode::new(5, 0)), None);
+}
+
+#[test]
+fn adding_a_node_twice_is_refused_and_changes_nothing() {
+    let mut linker = Linker::new(KindSet::of(&[TokenKind::Nhs]));
+    let a = PersonNode::new(1, 0);
+    linker.add(a, &[(TokenKind::Nhs, tok(1))]).expect("new");
+    assert_eq!(
+        linker.add(a, &[(TokenKind::Nhs, tok(2))]),
+        Err(LinkageError::DuplicateNode { node: a })
+    );
+    assert_eq!(linker.len(), 1);
+    let b = PersonNode::new(2, 0);
+    linker.add(b, &[(TokenKind::Nhs, tok(2))]).expect("new");
+    assert!(!linker.same_cluster(a, b));
+}
+
+#[test]
+fn kind_sets_parse_purpose_linkage_lists() {
+    let set = KindSet::parse(["nhs", "demo"]).expect("known kinds");
+    assert_eq!(set, KindSet::of(&[TokenKind::Demo, TokenKind::Nhs]));
+    assert_eq!(format!("{set:?}"), r#"{"nhs", "demo"}"#);
+    assert_eq!(
+        KindSet::parse(["nhs", "NHS"]),
+        Err(LinkageError::UnknownKind { name: "NHS".into() })
+    );
+    for k in TokenKind::ALL {
+        assert_eq!(TokenKind::parse(k.as_str()), Some(k));
+    }
+    assert_eq!(TokenKind::parse("rec"), None);
+}
+
+#[test]
+fn summary_counts_cross_agency_links() {
+    let nhs = KindSet::of(&[TokenKind::Nhs]);
+    let mut linker = Linker::new(nhs);
+    // Record 1 (police): victim and suspect; record 2 (council): the victim again; record 3
+    // (police): the suspect again; record 4 (icb): someone else.
+    let agency: BTreeMap<u64, &str> = [
+        (1, "met-police"),
+        (2, "rbk-council"),
+        (3, "met-police"),
+        (4, "swl-icb"),
+    ]
+    .into();
+    linker
+        .add(PersonNode::new(1, 0), &[(TokenKind::Nhs, tok(1))])
+        .expect("new");
+    linker
+        .add(PersonNode::new(1, 1), &[(TokenKind::Nhs, tok(2))])
+        .expect("new");
+    linker
+        .add(PersonNode::new(2, 0), &[(TokenKind::Nhs, tok(1))])
+        .expect("new");
+    linker
+        .add(PersonNode::new(3, 0), &[(TokenKind::Nhs, tok(2))])
+        .expect("new");
+    linker
+        .add(PersonNode::new(4, 0), &[(TokenKind::Nhs, tok(3))])
+        .expect("new");
+    let s = linker.summary(|n| agency[&n.seq]);
+    assert_eq!(
+        s,
+        LinkageSummary {
+            person_nodes: 5,
+            records: 4,
+            clusters: 3,
+            multi_node_clusters: 2,
+            cross_agency_clusters: 1,
+            records_linked_across_agencies: 2,
+        }
+    );
+    assert_eq!(Linker::new(nhs).summary(|_| ()), LinkageSummary::default());
+}
+
+fn key(b: u8) -> ReleaseKey {
+    ReleaseKey::from_bytes(&[b; 32])
+}
+
+#[test]
+fn person_ids_are_stable_for_one_release_scope_and_differ_across_scopes() {
+    let cluster = ClusterId(PersonNode::new(42, 1));
+    let id = |k: &ReleaseKey, agreement: &str, purpose: &str, scope: &IdScope| {
+        k.release(agreement, purpose, scope).person_id(cluster)
+    };
+    let base = id(&key(1), "sv-duty", "hotspots", &IdScope::Purpose);
+    assert_eq!(base.as_str().len(), 32);
+    assert!(
+        base.as_str()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    // Same parameters, same id (also from a key parsed from hex).
+    assert_eq!(base, id(&key(1), "sv-duty", "hotspots", &IdScope::Purpose));
+    let from_hex = ReleaseKey::from_hex(&format!(" {} \n", hex::encode([1u8; 32]))).expect("hex");
+    assert_eq!(
+        base,
+        id(&from_hex, "sv-duty", "hotspots", &IdScope::Purpose)
+    );
+    // Anything else changes it.
+    let others = [
+        id(&key(2), "sv-duty", "hotspots", &IdScope::Purpose),
+        id(&key(1), "sv-duty", "evaluation", &IdScope::Purpose),
+        id(&key(1), "dv-mash", "hotspots", &IdScope::Purpose),
+        // Length prefixes keep ("sv-dutyh", "otspots") apart from ("sv-duty", "hotspots").
+        id(&key(1), "sv-dutyh", "otspots", &IdScope::Purpose),
+        id(
+            &key(1),
+            "sv-duty",
+            "hotspots",
+            &IdScope::AgreementVersion("3".into()),
+        ),
+        id(
+            &key(1),
+            "sv-duty",
+            "hotspots",
+            &IdScope::Release(ReleaseNonce([0; 16])),
+        ),
+        id(
+            &key(1),
+            "sv-duty",
+            "hotspots",
+            &IdScope::Release(ReleaseNonce([1; 16])),
+        ),
+    ];
+    let mut all: HashSet<PersonId> = others.iter().cloned().collect();
+    all.insert(base.clone());
+    assert_eq!(all.len(), others.len() + 1);
+    // Other clusters get other ids under one release.
+    let keys = key(1).release("sv-duty", "hotspots", &IdScope::Purpose);
+    assert_ne!(keys.person_id(ClusterId(PersonNode::new(42, 0))), base);
+    assert_ne!(keys.person_id(ClusterId(PersonNode::new(41, 1))), base);
+}
+
+proptest! {
+    #[test]
+    fn distinct_clusters_get_distinct_ids(a in any::<(u64, u32)>(), b in any::<(u64, u32)>()) {
+        prop_assume!(a != b);
+        let keys = key(7).release("a", "p", &IdScope::Purpose);
+        prop_assert_ne!(
+            keys.person_id(ClusterId(PersonNode::new(a.0, a.1))),
+            keys.person_id(ClusterId(PersonNode::new(b.0, b.1)))
+        );
+    }
+}
+
+#[test]
+fn release_keys_parse_only_32_hex_bytes() {
+    for bad in ["", "00", &"0".repeat(62), &"0".repeat(66), &"g".repeat(64)] {
+        assert_eq!(
+            ReleaseKey::from_hex(bad).err(),
+            Some(LinkageError::KeyFormat)
+        );
+    }
+}
+
+#[test]
+fn debug_never_prints_keys_tokens_or_ids() {
+    let raw = [0xabu8; 32];
+    let k = ReleaseKey::from_bytes(&raw);
+    let keys = k.release("sv-duty", "hotspots", &IdScope::Purpose);
+    let id = keys.person_id(ClusterId(PersonNode::new(1, 0)));
+    let mut linker = Linker::new(KindSet::of(&[TokenKind::Nhs]));
+    linker
+        .add(PersonNode::new(1, 0), &[(TokenKind::Nhs, Token(raw))])
+        .expect("new");
+    let secrets = [
+        hex::encode(raw),
+        hex::encode(k.prk),
+        hex::encode(keys.key),
+        id.as_str().to_owned(),
+        "171".into(), // 0xab in decimal, as a derived Debug of the byte arrays would print
+    ];
+    for text in [
+        format!("{k:?}"),
+        format!("{keys:?}"),
+        format!("{id:?}"),
+        format!("{linker:?}"),
+        format!("{:?}", k.clone()),
+    ] {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "{text} shows secret material");
+        }
+    }
+    assert_eq!(format!("{k:?}"), "ReleaseKey(<redacted>)");
+    assert_eq!(format!("{keys:?}"), "ReleaseKeys(<redacted>)");
+}
