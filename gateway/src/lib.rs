@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod disclosure;
 pub mod jwt;
 pub mod linkage;
 pub mod pki;
