@@ -4,13 +4,13 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::{
-    GatewayProc, Pki, agent_client, audit_entries, bin, export_audit, run_agent, run_gateway, text,
-    verify_audit,
+    GatewayProc, Pki, agent_client, audit_entries, bin, export_audit, push, run_agent, run_gateway,
+    text, verify_audit,
 };
 use gateway::audit::entry::Entry;
 use sharing_proto::v1::{IngestBatch, Record, WithdrawRequest};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn count(es: &[Entry], action: &str, decision: &str) -> usize {
     es.iter()
@@ -40,19 +40,6 @@ fn lfb_rows(pki: &Pki, persons: usize, seed: u64) -> Result<PathBuf> {
         .find_map(|l| l.strip_prefix("lfb_incident: ").map(PathBuf::from))
         .context("synth wrote no lfb_incident file")?;
     Ok(file)
-}
-
-fn push(pki: &Pki, gw: &GatewayProc, agency: &str, dataset: &str, file: &Path) -> Result<Output> {
-    run_agent(&[
-        "push",
-        "--config",
-        &pki.agent_config(agency).display().to_string(),
-        "--gateway",
-        &gw.url(),
-        "--dataset",
-        dataset,
-        &file.display().to_string(),
-    ])
 }
 
 fn data_lines(file: &Path) -> Result<usize> {

@@ -1,12 +1,11 @@
 //! End-to-end ingest: real `gateway serve` and `agent` processes over loopback mutual TLS.
 
 use anyhow::{Context, Result, bail};
-use e2e::{GatewayProc, Pki, agent_client, run_agent, text};
+use e2e::{GatewayProc, Pki, agent_client, push, run_agent, text};
 use gateway::store::Store;
 use sharing_proto::v1::{IngestBatch, Record, Value, value::Kind};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 const AGENCIES: [&str; 5] = ["met-police", "rbk-council", "lfb", "probation", "swl-icb"];
 
@@ -35,19 +34,6 @@ fn synth(agency: &str, persons: usize, out: &Path) -> Result<Vec<(String, PathBu
                 .map(|(d, f)| (d.to_string(), PathBuf::from(f)))
         })
         .collect())
-}
-
-fn push(pki: &Pki, gw: &GatewayProc, agency: &str, dataset: &str, file: &Path) -> Result<Output> {
-    run_agent(&[
-        "push",
-        "--config",
-        &pki.agent_config(agency).display().to_string(),
-        "--gateway",
-        &gw.url(),
-        "--dataset",
-        dataset,
-        &file.display().to_string(),
-    ])
 }
 
 /// Opens the gateway's store after the gateway stopped, retrying while sled's lock is released.

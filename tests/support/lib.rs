@@ -610,3 +610,23 @@ pub fn audit_entries(file: &Path) -> Result<Vec<gateway::audit::entry::Entry>> {
         })
         .collect()
 }
+
+/// `agent push` of `file` as `dataset` with the agency's dev config, to the gateway `gw`.
+pub fn push(
+    pki: &Pki,
+    gw: &GatewayProc,
+    agency: &str,
+    dataset: &str,
+    file: &Path,
+) -> Result<Output> {
+    run_agent(&[
+        "push",
+        "--config",
+        &pki.agent_config(agency).display().to_string(),
+        "--gateway",
+        &gw.url(),
+        "--dataset",
+        dataset,
+        &file.display().to_string(),
+    ])
+}

@@ -28,6 +28,19 @@ impl AuditSvc {
         Self { shared }
     }
 
+    /// `size` as asked, or (for 0) the current tree's size with a freshly signed checkpoint.
+    fn size_or_current(&self, size: u64) -> Result<(u64, String), Status> {
+        if size != 0 {
+            return Ok((size, String::new()));
+        }
+        let cp = self
+            .shared
+            .audit
+            .checkpoint()
+            .map_err(|e| status_of(e.into()))?;
+        Ok((cp.checkpoint.size, cp.note))
+    }
+
     /// Audits an audit query by `auditor` with a description of what was asked.
     async fn record_query(&self, auditor: &Requester, what: String) -> Result<u64, Status> {
         let actor = self.shared.analyst_actor(auditor);
@@ -197,12 +210,7 @@ impl AuditService for AuditSvc {
         self.shared.require_auditor(&req).await?;
         let r = req.into_inner();
         let audit = &self.shared.audit;
-        let (size, note) = if r.tree_size == 0 {
-            let cp = audit.checkpoint().map_err(|e| status_of(e.into()))?;
-            (cp.checkpoint.size, cp.note)
-        } else {
-            (r.tree_size, String::new())
-        };
+        let (size, note) = self.size_or_current(r.tree_size)?;
         if r.index >= size {
             return Err(Status::out_of_range(format!(
                 "entry {} is not in a tree of {size} entries",
@@ -237,12 +245,7 @@ impl AuditService for AuditSvc {
         self.shared.require_auditor(&req).await?;
         let r = req.into_inner();
         let audit = &self.shared.audit;
-        let (new_size, note) = if r.new_size == 0 {
-            let cp = audit.checkpoint().map_err(|e| status_of(e.into()))?;
-            (cp.checkpoint.size, cp.note)
-        } else {
-            (r.new_size, String::new())
-        };
+        let (new_size, note) = self.size_or_current(r.new_size)?;
         if r.old_size > new_size || new_size > audit.size() {
             return Err(Status::out_of_range(format!(
                 "no consistency proof from {} to {new_size} entries: the log has {}",
