@@ -2,6 +2,7 @@
 //! latency percentiles), and offline verification of a large export, each beside raw SHA-256
 //! on the same machine (the limit of any verifier that hashes every entry).
 
+use crate::median;
 use anyhow::{Context, Result};
 use gateway::audit::entry::{Action, Actor, Counts, Decision, Entry};
 use gateway::audit::export::ExportWriter;
@@ -30,11 +31,6 @@ fn sample_entry(i: usize) -> Entry {
 
 fn key() -> Result<SigningKey> {
     SigningKey::generate("kingston.skp/audit").context("audit key")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

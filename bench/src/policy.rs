@@ -5,6 +5,7 @@
 //! and encoded exactly as the gateway stores them. The decision is the Serious Violence SNA
 //! agreement's (row filter on offence codes, every field kept, generalised or denied).
 
+use crate::median;
 use crate::workload::Workload;
 use anyhow::{Context, Result};
 use gateway::policy::Policy;
@@ -14,11 +15,6 @@ use gateway::store::StoredRecord;
 use prost::Message;
 use skp_core::{AgencyId, Catalog, LinkageKey};
 use std::time::Instant;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 /// Runs the benchmark and prints a JSON report.
 pub fn run(records: usize, runs: usize) -> Result<()> {

@@ -430,21 +430,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
 fn load_policy(
     dir: Option<&std::path::Path>,
     now: time::OffsetDateTime,
 ) -> Result<(gateway::policy::Policy, skp_core::Catalog)> {
     let catalog = skp_core::Catalog::embedded()?;
-    let policy = match dir {
-        Some(d) => gateway::policy::Policy::load_dir(d, &catalog, now),
-        None => gateway::policy::Policy::embedded(&catalog, now),
-    }
-    .map_err(|e| anyhow::anyhow!("the agreements do not validate:\n{e}"))?;
+    let policy = gateway::policy::Policy::load(dir, &catalog, now)
+        .map_err(|e| anyhow::anyhow!("the agreements do not validate:\n{e}"))?;
     Ok((policy, catalog))
 }
 
@@ -459,9 +451,9 @@ fn policy(cmd: PolicyCommand) -> Result<()> {
                     a.id,
                     a.version,
                     a.title,
-                    rfc3339(a.valid_from),
-                    rfc3339(a.valid_until),
-                    rfc3339(a.review_by),
+                    gateway::service::analyst::rfc3339(a.valid_from),
+                    gateway::service::analyst::rfc3339(a.valid_until),
+                    gateway::service::analyst::rfc3339(a.review_by),
                     a.purposes.len()
                 );
             }

@@ -165,10 +165,7 @@ async fn load_policy(
     audit: &AuditLog,
 ) -> Result<crate::policy::Policy> {
     let now = time::OffsetDateTime::now_utc();
-    let loaded = match &config.policy_dir {
-        Some(dir) => crate::policy::Policy::load_dir(dir, catalog, now),
-        None => crate::policy::Policy::embedded(catalog, now),
-    };
+    let loaded = crate::policy::Policy::load(config.policy_dir.as_deref(), catalog, now);
     let mut e = Entry::new(Actor::gateway(), Action::PolicyLoad, Decision::Allow);
     match &loaded {
         Ok(p) => {
@@ -200,10 +197,7 @@ async fn load_policy(
 /// way the attempt is audited. Returns whether the new set is in force.
 pub async fn reload_policy(config: &GatewayConfig, shared: &Shared) -> bool {
     let now = shared.now();
-    let loaded = match &config.policy_dir {
-        Some(dir) => crate::policy::Policy::load_dir(dir, &shared.catalog, now),
-        None => crate::policy::Policy::embedded(&shared.catalog, now),
-    };
+    let loaded = crate::policy::Policy::load(config.policy_dir.as_deref(), &shared.catalog, now);
     let mut e = Entry::new(Actor::gateway(), Action::PolicyLoad, Decision::Allow);
     let ok = match loaded {
         Ok(p) => {

@@ -94,7 +94,7 @@ fn run_file(
     let mut passed = 0;
     let mut failures = Vec::new();
     for c in raw.case {
-        let at = match instant(&c.at) {
+        let at = match super::isa::instant(&c.at) {
             Ok(t) => t,
             Err(e) => {
                 failures.push(format!("{file}: case {:?}: at: {e}", c.name));
@@ -163,12 +163,6 @@ fn run_file(
         }
     }
     Ok((passed, failures))
-}
-
-fn instant(dt: &toml::value::Datetime) -> Result<time::OffsetDateTime, String> {
-    let s = dt.to_string();
-    time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("{s} is not an instant with an offset ({e})"))
 }
 
 #[cfg(test)]

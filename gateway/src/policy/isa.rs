@@ -305,7 +305,7 @@ impl Ctx<'_> {
 }
 
 /// Converts a TOML datetime with an offset to an instant; a date alone or a local time is refused.
-fn instant(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
+pub(crate) fn instant(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
     let (Some(d), Some(t), Some(off)) = (dt.date, dt.time, dt.offset) else {
         return Err(format!(
             "{dt} has no time zone offset: write the instant with its offset, e.g. 2027-03-31T23:59:59+01:00 (BST) or 2027-03-31T23:59:59Z (UTC)"

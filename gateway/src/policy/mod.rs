@@ -103,6 +103,18 @@ impl Policy {
         Self::from_texts(&files, catalog, now, "policies/agreements (compiled in)")
     }
 
+    /// The agreements of `dir`, or the ones compiled in when no directory is configured.
+    pub fn load(
+        dir: Option<&Path>,
+        catalog: &Catalog,
+        now: OffsetDateTime,
+    ) -> Result<Policy, PolicyError> {
+        match dir {
+            Some(d) => Self::load_dir(d, catalog, now),
+            None => Self::embedded(catalog, now),
+        }
+    }
+
     /// Every `*.toml` file of `dir`.
     pub fn load_dir(
         dir: &Path,

@@ -28,7 +28,8 @@ impl AnalystSvc {
     }
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
+/// An instant as RFC 3339 text.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 

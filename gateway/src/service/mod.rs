@@ -108,8 +108,9 @@ impl Shared {
             Ok(c) => c,
             Err(e) => {
                 let reason = format!("bearer token refused: {e}");
+                let status = Status::unauthenticated(reason.clone());
                 return Err(self
-                    .auth_failure(req, None, &reason, Status::unauthenticated(reason.clone()))
+                    .auth_failure(req, Actor::anonymous(), &reason, status)
                     .await);
             }
         };
@@ -128,14 +129,10 @@ impl Shared {
                 who.sub,
                 role.as_str()
             );
-            let actor = self.analyst_actor(&who);
-            let mut e = Entry::new(actor, Action::AuthFailure, Decision::Deny);
-            e.reason = Some(reason.clone());
-            e.peer = req.remote_addr().map(|a| a.to_string());
-            if let Err(err) = self.audit.append_one(e).await {
-                tracing::error!(error = %err, "cannot audit a refused call");
-            }
-            return Err(Status::permission_denied(reason));
+            let status = Status::permission_denied(reason.clone());
+            return Err(self
+                .auth_failure(req, self.analyst_actor(&who), &reason, status)
+                .await);
         }
         Ok(who)
     }
@@ -163,12 +160,14 @@ impl Shared {
             Ok(other) => Err(self
                 .auth_failure(
                     req,
-                    Some(&other),
+                    self.actor(&other),
                     "only an agency's agent may call AgentService",
                     Status::permission_denied("only an agency's agent may call AgentService"),
                 )
                 .await),
-            Err(f) => Err(self.auth_failure(req, None, &f.reason, f.status).await),
+            Err(f) => Err(self
+                .auth_failure(req, Actor::anonymous(), &f.reason, f.status)
+                .await),
         }
     }
 
@@ -201,12 +200,11 @@ impl Shared {
     async fn auth_failure<T>(
         &self,
         req: &Request<T>,
-        who: Option<&Identity>,
+        actor: Actor,
         reason: &str,
         status: Status,
     ) -> Status {
         tracing::warn!(peer = ?req.remote_addr(), reason, "call refused");
-        let actor = who.map_or_else(Actor::anonymous, |w| self.actor(w));
         let mut e = Entry::new(actor, Action::AuthFailure, Decision::Deny);
         e.reason = Some(reason.to_owned());
         e.peer = req.remote_addr().map(|a| a.to_string());
