@@ -166,3 +166,159 @@ pub async fn explain(cfg: &ClientConfig, req: pb::ExplainRequest) -> Result<pb::
     }
     Ok(e)
 }
+
+/// What `gateway extract` / `gateway aggregate` received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Release id.
+    pub release_id: String,
+    /// Index of the release's audit entry.
+    pub audit_entry: u64,
+    /// Files written, in order (manifest.json last).
+    pub files: Vec<(String, u64)>,
+    /// The folder.
+    pub dir: PathBuf,
+}
+
+/// Asks for a linked extract and writes it to `out` (which must not hold a release already).
+pub async fn extract(cfg: &ClientConfig, req: pb::ExtractRequest, out: &Path) -> Result<Received> {
+    prepare_out(out)?;
+    let (ch, bearer) = connect(cfg).await?;
+    let mut client = AnalystServiceClient::with_interceptor(ch, bearer);
+    let stream = client
+        .extract(req)
+        .await
+        .map_err(|s| status("Extract", s))?
+        .into_inner();
+    receive(stream, out).await
+}
+
+/// Asks for a counts table and writes it to `out` (which must not hold a release already).
+pub async fn aggregate(
+    cfg: &ClientConfig,
+    req: pb::AggregateRequest,
+    out: &Path,
+) -> Result<Received> {
+    prepare_out(out)?;
+    let (ch, bearer) = connect(cfg).await?;
+    let mut client = AnalystServiceClient::with_interceptor(ch, bearer);
+    let stream = client
+        .aggregate(req)
+        .await
+        .map_err(|s| status("Aggregate", s))?
+        .into_inner();
+    receive(stream, out).await
+}
+
+fn prepare_out(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    if std::fs::read_dir(out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .next()
+        .is_some()
+    {
+        bail!(
+            "{} is not empty; give a new or empty folder (a release folder holds exactly its files and manifest.json)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a release stream into `out`: each file to `NAME.part`, renamed when complete; a
+/// progress line on a terminal.
+async fn receive(mut stream: tonic::Streaming<pb::ReleaseChunk>, out: &Path) -> Result<Received> {
+    use std::io::{IsTerminal, Write};
+    let progress = std::io::stderr().is_terminal();
+    let mut got = Received {
+        release_id: String::new(),
+        audit_entry: 0,
+        files: Vec::new(),
+        dir: out.to_path_buf(),
+    };
+    let mut total = 0u64;
+    let mut done = 0u64;
+    let mut current: Option<(String, std::io::BufWriter<std::fs::File>, u64)> = None;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| status("the release stream", s))?
+    {
+        if !chunk.release_id.is_empty() {
+            got.release_id = chunk.release_id.clone();
+            got.audit_entry = chunk.audit_entry;
+            total = chunk.total_bytes;
+        }
+        if !is_plain_name(&chunk.file) {
+            bail!("the gateway sent a file name that is not a plain file name; refusing it");
+        }
+        if current.as_ref().is_none_or(|(n, _, _)| *n != chunk.file) {
+            if current.is_some() {
+                bail!("the gateway started a new file before ending the last one");
+            }
+            let path = out.join(format!("{}.part", chunk.file));
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            current = Some((chunk.file.clone(), std::io::BufWriter::new(f), 0));
+        }
+        if let Some((name, w, n)) = current.as_mut() {
+            w.write_all(&chunk.data)
+                .with_context(|| format!("cannot write {name}"))?;
+            *n += chunk.data.len() as u64;
+            done += chunk.data.len() as u64;
+        }
+        if progress && total > 0 {
+            eprint!(
+                "\rreceiving release: {:>6.1} of {:.1} MB ({:>3}%)",
+                done as f64 / 1e6,
+                total as f64 / 1e6,
+                done * 100 / total
+            );
+        }
+        if chunk.end_of_file
+            && let Some((name, w, n)) = current.take()
+        {
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            std::fs::rename(out.join(format!("{name}.part")), out.join(&name))?;
+            got.files.push((name, n));
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    if current.is_some() || got.files.last().is_none_or(|(n, _)| n != "manifest.json") {
+        bail!("the release stream ended early; the folder is incomplete (ask again)");
+    }
+    Ok(got)
+}
+
+/// Which releases included the person of `tokens` (kind, 32-byte token).
+pub async fn person_releases(
+    cfg: &ClientConfig,
+    tokens: Vec<(String, Vec<u8>)>,
+) -> Result<pb::PersonReleasesResponse> {
+    let (ch, bearer) = connect(cfg).await?;
+    let mut client =
+        sharing_proto::v1::audit_service_client::AuditServiceClient::with_interceptor(ch, bearer);
+    Ok(client
+        .person_releases(pb::PersonReleasesRequest {
+            tokens: tokens
+                .into_iter()
+                .map(|(kind, token)| pb::PersonToken { kind, token })
+                .collect(),
+        })
+        .await
+        .map_err(|s| status("PersonReleases", s))?
+        .into_inner())
+}
+
+/// A file name with no directory part, not hidden, not `..`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && !name.ends_with(".part")
+}

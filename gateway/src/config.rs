@@ -24,6 +24,13 @@ struct RawConfig {
     #[serde(default)]
     policy: RawPolicy,
     jwt: Option<RawJwt>,
+    release: Option<RawRelease>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +109,8 @@ pub struct GatewayConfig {
     pub policy_dir: Option<PathBuf>,
     /// JWT validation for analysts and auditors (`[jwt]`).
     pub jwt: crate::jwt::JwtConfig,
+    /// The release key file (`[release] key`): 64 hex characters, mode 0600.
+    pub release_key: PathBuf,
 }
 
 impl GatewayConfig {
@@ -161,6 +170,12 @@ impl GatewayConfig {
                 path.display()
             );
         };
+        let Some(release) = raw.release else {
+            bail!(
+                "{}: no [release] section; add the key released person ids are derived from, e.g.\n[release]\nkey = \"release.key\"\n(32 random bytes as 64 hex characters, mode 0600; `gateway dev-certs` makes one)",
+                path.display()
+            );
+        };
         let leeway_secs = jwt.leeway_secs.unwrap_or(30);
         if leeway_secs > 60 {
             bail!("{}: jwt.leeway_secs must be at most 60", path.display());
@@ -175,6 +190,7 @@ impl GatewayConfig {
             },
             audit_key: rel(&audit.key),
             audit_origin,
+            release_key: rel(&release.key),
             listen,
             data_dir: rel(&raw.data_dir),
             trust_domain: raw.trust_domain,
@@ -228,7 +244,7 @@ mod tests {
 
     #[test]
     fn relative_paths_anchor_at_the_file() {
-        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n[audit]\nkey=\"audit.key\"\n[jwt]\njwks=\"j.json\"\nissuer=\"i\"\naudience=\"a\"\n";
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[tls]\nca=\"a.pem\"\ncert=\"/abs/b\"\nkey=\"c\"\n[audit]\nkey=\"audit.key\"\n[jwt]\njwks=\"j.json\"\nissuer=\"i\"\naudience=\"a\"\n[release]\nkey=\"release.key\"\n";
         let c = GatewayConfig::parse(Path::new("/x/gateway.toml"), text).expect("good");
         assert_eq!(c.ca, Path::new("/x/a.pem"));
         assert_eq!(c.audit_key, Path::new("/x/audit.key"));

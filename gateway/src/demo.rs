@@ -125,6 +125,90 @@ pub async fn run(persons: usize, out: Option<PathBuf>) -> Result<()> {
         );
     }
 
+    // The analyst receives a linked serious-violence extract and a counts table.
+    let releases = dir.join("releases");
+    let sv_dir = releases.join("sv-sna-extract");
+    let table_dir = releases.join("sv-sna-offences-by-ward");
+    for d in [&sv_dir, &table_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
+    let got = crate::client::extract(
+        &analyst,
+        sharing_proto::v1::ExtractRequest {
+            agreement: "SKP-ISA-SV-01".into(),
+            purpose: "serious-violence-sna".into(),
+            datasets: Vec::new(),
+        },
+        &sv_dir,
+    )
+    .await?;
+    let table = crate::client::aggregate(
+        &analyst,
+        sharing_proto::v1::AggregateRequest {
+            agreement: "SKP-ISA-SV-01".into(),
+            purpose: "serious-violence-sna".into(),
+            dataset: "police_crime".into(),
+            by: vec!["wd22cd".into(), "ho_offence_group".into()],
+        },
+        &table_dir,
+    )
+    .await?;
+    println!();
+    for got in [&got, &table] {
+        let m = crate::release::manifest::Manifest::parse(&std::fs::read(
+            got.dir.join(crate::release::manifest::MANIFEST_FILE),
+        )?)?;
+        let b = &m.release;
+        println!(
+            "{} {} under {} / {} -> {} (audit entry {}):",
+            b.kind,
+            b.release_id,
+            b.agreement.id,
+            b.agreement.purpose,
+            got.dir.display(),
+            got.audit_entry
+        );
+        for f in &b.files {
+            println!(
+                "  {:<44} {:>7} rows {:>6} suppressed rows {:>4} suppressed cells  sha256 {}…",
+                f.name,
+                f.rows,
+                f.suppressed_rows,
+                f.suppressed_cells,
+                &f.sha256[..16]
+            );
+        }
+        if let Some(l) = &b.linkage {
+            println!(
+                "  linkage {} on [{}]: {} people ({} seen more than once, {} across agencies), {} rows with a person known to another agency",
+                l.method,
+                l.kinds.join(", "),
+                l.clusters,
+                l.multi_node_clusters,
+                l.cross_agency_clusters,
+                l.records_linked_across_agencies
+            );
+        }
+    }
+
+    // The IG officer checks both release folders offline against the signed audit log.
+    let vk = skp_core::checkpoint::VerifierKey::parse(
+        std::fs::read_to_string(pki_dir.join("audit.pub"))?.trim(),
+    )
+    .map_err(|e| anyhow::anyhow!("audit.pub: {e}"))?;
+    for got in [&got, &table] {
+        let v = crate::release::manifest::verify_release(&got.dir, &vk, &cfg.audit_origin)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", got.dir.display()))?;
+        println!(
+            "verified {}: files match the manifest, the manifest matches audit entry {}, proven in the signed log of {} entries",
+            got.dir.display(),
+            v.entry_index,
+            v.checkpoint_size
+        );
+    }
+
     // The IG officer exports the audit log and verifies it offline with the pinned key.
     let auditor = crate::audit::client::AuditorConfig::load_with(
         &pki_dir

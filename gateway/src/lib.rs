@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod linkage;
 pub mod pki;
 pub mod policy;
+pub mod release;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -105,6 +105,52 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         fields: Vec<String>,
     },
+    /// Receive a linked record extract: one CSV per dataset plus manifest.json (analyst).
+    Extract {
+        /// Analyst client config.
+        #[arg(long, default_value = DEFAULT_ANALYST_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Agreement id.
+        #[arg(long)]
+        agreement: String,
+        /// Purpose id.
+        #[arg(long)]
+        purpose: String,
+        /// Datasets (comma-separated); default: every dataset of the purpose.
+        #[arg(long, value_delimiter = ',')]
+        datasets: Vec<String>,
+        /// Output folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Receive a counts table with disclosure control plus manifest.json (analyst).
+    Aggregate {
+        /// Analyst client config.
+        #[arg(long, default_value = DEFAULT_ANALYST_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Agreement id.
+        #[arg(long)]
+        agreement: String,
+        /// Purpose id.
+        #[arg(long)]
+        purpose: String,
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Fields to count by (comma-separated, `field` or `field:transform`); the first gives
+        /// the table's rows.
+        #[arg(long, value_delimiter = ',', required = true)]
+        by: Vec<String>,
+        /// Output folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Default analyst client config (made by `gateway dev-certs`).
@@ -268,6 +314,41 @@ enum AuditCommand {
         #[arg(long)]
         entry: u64,
     },
+    /// Check a release folder: every file against manifest.json, the manifest against its audit
+    /// entry, the entry against the signed checkpoint (offline, with the pinned key); with
+    /// --online also that the checkpoint is consistent with the gateway's log now.
+    VerifyRelease {
+        /// The release folder.
+        dir: PathBuf,
+        /// The pinned verifier key: a file (audit.pub) or the key text.
+        #[arg(long)]
+        pubkey: String,
+        /// The log's origin.
+        #[arg(long, default_value = "kingston.skp/audit/v1")]
+        origin: String,
+        /// Also ask the gateway (auditor config) for a consistency proof to its current tree.
+        #[arg(long)]
+        online: bool,
+        /// Auditor client config (with --online).
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Which releases included a person: give the tokens the person's agency computed
+    /// (`agent person-token`); answers with releases only, never data. Audited.
+    Person {
+        /// Auditor client config.
+        #[arg(long, default_value = DEFAULT_AUDITOR_CONFIG)]
+        config: PathBuf,
+        /// Gateway URL, overriding the config's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Tokens as KIND:HEX (repeat, or comma-separated), e.g. nhs:3f2a…
+        #[arg(long = "token", value_delimiter = ',', required = true)]
+        tokens: Vec<String>,
+    },
     /// Fetch and check the current signed checkpoint; --save keeps it for later verification.
     TreeHead {
         /// Auditor client config.
@@ -280,6 +361,22 @@ enum AuditCommand {
         #[arg(long)]
         save: Option<PathBuf>,
     },
+}
+
+fn print_received(got: &gateway::client::Received) {
+    println!(
+        "release {} written to {} (audit entry {}):",
+        got.release_id,
+        got.dir.display(),
+        got.audit_entry
+    );
+    for (name, bytes) in &got.files {
+        println!("  {name:<48} {bytes:>12} bytes");
+    }
+    println!(
+        "check it with: gateway audit verify-release {} --pubkey audit.pub",
+        got.dir.display()
+    );
 }
 
 fn main() -> std::process::ExitCode {
@@ -383,6 +480,44 @@ fn run(cli: Cli) -> Result<()> {
                 "(* = you may request; policy sha256 {})",
                 list.policy_sha256
             );
+            Ok(())
+        }
+        Command::Extract {
+            config,
+            gateway,
+            agreement,
+            purpose,
+            datasets,
+            out,
+        } => {
+            let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
+            let req = sharing_proto::v1::ExtractRequest {
+                agreement,
+                purpose,
+                datasets,
+            };
+            let got = runtime()?.block_on(gateway::client::extract(&cfg, req, &out))?;
+            print_received(&got);
+            Ok(())
+        }
+        Command::Aggregate {
+            config,
+            gateway,
+            agreement,
+            purpose,
+            dataset,
+            by,
+            out,
+        } => {
+            let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
+            let req = sharing_proto::v1::AggregateRequest {
+                agreement,
+                purpose,
+                dataset,
+                by,
+            };
+            let got = runtime()?.block_on(gateway::client::aggregate(&cfg, req, &out))?;
+            print_received(&got);
             Ok(())
         }
         Command::Explain {
@@ -649,6 +784,87 @@ fn audit(cmd: AuditCommand) -> Result<()> {
             );
             if let Some(n) = report.old_checked {
                 println!("consistent with the kept checkpoint of {n} entries");
+            }
+            Ok(())
+        }
+        AuditCommand::VerifyRelease {
+            dir,
+            pubkey,
+            origin,
+            online,
+            config,
+            gateway,
+        } => {
+            use gateway::release::manifest;
+            let vk = skp_core::checkpoint::VerifierKey::parse(&client::read_pubkey(&pubkey)?)
+                .map_err(|e| anyhow::anyhow!("{pubkey}: {e}"))?;
+            let v = manifest::verify_release(&dir, &vk, &origin)
+                .map_err(|e| anyhow::anyhow!("{}: VERIFICATION FAILED: {e}", dir.display()))?;
+            println!(
+                "{}: OK: {} release {} under {} / {}: {} file(s), {} rows; manifest bound to audit entry {} in the signed log of {} entries (root {})",
+                dir.display(),
+                v.kind,
+                v.release_id,
+                v.agreement.id,
+                v.agreement.purpose,
+                v.files,
+                v.rows,
+                v.entry_index,
+                v.checkpoint_size,
+                v.root
+            );
+            if online {
+                let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
+                let bytes = std::fs::read(dir.join(manifest::MANIFEST_FILE))?;
+                let m = manifest::Manifest::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+                let old = skp_core::checkpoint::open(&m.audit.checkpoint, &vk, &origin)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let now = runtime()?.block_on(client::consistent_with(&cfg, &old))?;
+                println!(
+                    "the gateway's log now ({} entries, root {}) is consistent with it",
+                    now.size,
+                    hex::encode(now.root)
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Person {
+            config,
+            gateway,
+            tokens,
+        } => {
+            let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
+            let mut parsed = Vec::new();
+            for t in &tokens {
+                let (kind, hex_text) = t.split_once(':').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--token {t:?}: write KIND:HEX, e.g. nhs:3f2a… (from `agent person-token`)"
+                    )
+                })?;
+                let bytes = hex::decode(hex_text.trim())
+                    .map_err(|_| anyhow::anyhow!("--token {kind}:…: the token is not hex"))?;
+                parsed.push((kind.to_owned(), bytes));
+            }
+            let r = runtime()?.block_on(gateway::client::person_releases(&cfg.client, parsed))?;
+            println!(
+                "{} stored record(s) carry the token(s); {} release(s) included this person (lookup audited as entry {})",
+                r.records_found,
+                r.releases.len(),
+                r.audit_entry
+            );
+            for rel in &r.releases {
+                println!(
+                    "  {}  {} {:<9} {} / {}  to {}  datasets {}  audit entry {}",
+                    rel.time,
+                    rel.release_id,
+                    rel.kind,
+                    rel.agreement,
+                    rel.purpose,
+                    rel.requester,
+                    rel.datasets.join(","),
+                    rel.audit_entry
+                );
             }
             Ok(())
         }

@@ -125,6 +125,15 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
         0o600,
     )?;
 
+    // The gateway's release key: released person ids are derived from it per agreement and
+    // purpose. It never leaves the gateway (agents never need it).
+    write(
+        dir,
+        "release.key",
+        &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
+        0o600,
+    )?;
+
     // The gateway's Ed25519 audit key: it signs checkpoints of the audit log; IG officers pin
     // the verifier key (audit.pub) to check them.
     let audit = skp_core::checkpoint::SigningKey::generate(AUDIT_KEY_NAME)?;
@@ -295,6 +304,11 @@ jwks = "{jwks}"
 issuer = "{issuer}"
 audience = "{audience}"
 leeway_secs = 30
+
+[release]
+# Released person ids are HMACs of cluster ids under keys derived from this one per agreement
+# and purpose (never sent anywhere). 64 hex characters, mode 0600.
+key = "release.key"
 "#,
         origin = audit_origin(trust_domain),
         jwks = crate::jwt::DEV_IDP_JWKS_FILE,
@@ -398,6 +412,7 @@ mod tests {
             "gateway.key",
             "linkage.key",
             "audit.key",
+            "release.key",
             "idp.key",
             "agents/lfb.key",
         ] {

@@ -86,7 +86,22 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
     let jwt = crate::jwt::JwtVerifier::load(&config.jwt)
         .map_err(|e| anyhow::anyhow!("[jwt] in the gateway config: {e}"))?;
     let policy = load_policy(config, &catalog, &audit).await?;
+    let release_key = load_release_key(&config.release_key)?;
+    let releaser = crate::release::Releaser::new(
+        store.clone(),
+        audit.clone(),
+        catalog.clone(),
+        release_key,
+        &config.data_dir,
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the release registry in {}",
+            config.data_dir.join("releases").display()
+        )
+    })?;
     let shared = Shared {
+        releaser,
         catalog: catalog.clone(),
         store: store.clone(),
         audit: audit.clone(),
@@ -243,17 +258,35 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Reads the Ed25519 audit signing key, refusing a file others can read.
-fn load_audit_key(path: &std::path::Path) -> Result<skp_core::checkpoint::SigningKey> {
+fn load_release_key(path: &std::path::Path) -> Result<crate::linkage::ReleaseKey> {
+    check_private(path, "release key")?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the release key {}", path.display()))?;
+    crate::linkage::ReleaseKey::from_hex(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; `gateway dev-certs` writes one as release.key",
+            path.display()
+        )
+    })
+}
+
+/// Refuses a key file other users can read.
+fn check_private(path: &std::path::Path, what: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the audit key {}", path.display()))?;
+        .with_context(|| format!("cannot read the {what} {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
-            "{}: the audit signing key is readable by other users; run `chmod 600 {}`",
+            "{}: the {what} is readable by other users; run `chmod 600 {}`",
             path.display(),
             path.display()
         );
     }
+    Ok(())
+}
+
+fn load_audit_key(path: &std::path::Path) -> Result<skp_core::checkpoint::SigningKey> {
+    check_private(path, "audit signing key")?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the audit key {}", path.display()))?;
     skp_core::checkpoint::SigningKey::from_private_text(text.trim()).map_err(|e| {

@@ -267,3 +267,43 @@ pub async fn prove(cfg: &AuditorConfig, index: u64) -> Result<Proven> {
         checkpoint: cp,
     })
 }
+
+/// Checks that the gateway's current log extends the tree of `old` (a checkpoint already
+/// verified, e.g. a release manifest's): fetches a consistency proof to a freshly signed
+/// checkpoint and checks both. Returns the current checkpoint.
+pub async fn consistent_with(cfg: &AuditorConfig, old: &Checkpoint) -> Result<Checkpoint> {
+    let mut client = connect(cfg).await?;
+    let r = client
+        .consistency_proof(pb::ConsistencyProofRequest {
+            old_size: old.size,
+            new_size: 0,
+        })
+        .await
+        .map_err(|s| status("ConsistencyProof", s))?
+        .into_inner();
+    let cp = checkpoint::open(&r.note, &cfg.verifier()?, &cfg.origin)
+        .map_err(|e| anyhow::anyhow!("the gateway's checkpoint does not verify: {e}"))?;
+    if cp.size != r.new_size || r.old_size != old.size {
+        bail!(
+            "the gateway answered for sizes {}..{} but was asked about {} and signed {}",
+            r.old_size,
+            r.new_size,
+            old.size,
+            cp.size
+        );
+    }
+    let path = r
+        .path
+        .iter()
+        .map(|h| merkle::hash_from_slice(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("malformed proof: {e}"))?;
+    merkle::verify_consistency(old.size, cp.size, &old.root, &cp.root, &path).map_err(|e| {
+        anyhow::anyhow!(
+            "the gateway's log of {} entries is NOT consistent with the release's checkpoint of {}: {e}",
+            cp.size,
+            old.size
+        )
+    })?;
+    Ok(cp)
+}

@@ -207,6 +207,9 @@ pub struct Entry {
     /// SHA-256 (hex) of the released bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_sha256: Option<String>,
+    /// Release id (32 hex characters) of a release, naming its manifest and folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// The peer's network address, for connection-level events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -261,6 +264,7 @@ impl Entry {
             agreement: None,
             rows: None,
             released_sha256: None,
+            release: None,
             peer: None,
         }
     }
@@ -328,6 +332,7 @@ mod tests {
             agreement: None,
             rows: None,
             released_sha256: None,
+            release: None,
             peer: None,
         }
     }

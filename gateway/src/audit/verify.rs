@@ -837,6 +837,7 @@ mod tests {
             agreement: None,
             rows,
             released_sha256: rows.map(|r| format!("{r:064x}")),
+            release: None,
             peer: None,
         }
     }

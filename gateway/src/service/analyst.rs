@@ -3,14 +3,121 @@
 //! is audited with the SHA-256 of the agreement in force.
 
 use super::Shared;
+use crate::audit::entry::Actor;
 use crate::audit::entry::{Action, AgreementRef, Decision, Entry};
 use crate::jwt::Role;
+use crate::policy::Policy;
 use crate::policy::decide::{self, FieldOutcome, Request as PolicyRequest};
 use crate::policy::isa::Condition;
+use crate::release::{AggregateRequest, ExtractRequest, Prepared, ReleaseError};
 use sharing_proto::v1 as pb;
 use sharing_proto::v1::analyst_service_server::AnalystService;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
+
+/// Runs a release off the async runtime and maps its failure to a status: a policy refusal is
+/// `PERMISSION_DENIED` naming the rule (and the audit entry of the refusal), an audit or storage
+/// failure `UNAVAILABLE` (nothing was released), a bad request `INVALID_ARGUMENT`.
+async fn run_release(
+    shared: &Shared,
+    actor: Actor,
+    f: impl FnOnce(&Policy, &Actor, time::OffsetDateTime) -> Result<Prepared, ReleaseError>
+    + Send
+    + 'static,
+) -> Result<Prepared, Status> {
+    let policy = shared.policy();
+    let now = shared.now();
+    let result = tokio::task::spawn_blocking(move || f(&policy, &actor, now))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "release task failed");
+            Status::internal("the release task failed; nothing was released")
+        })?;
+    result.map_err(|e| match e {
+        ReleaseError::Denied {
+            rule,
+            message,
+            audit_entry,
+        } => Status::permission_denied(format!(
+            "denied by rule {rule}: {message}{}",
+            audit_entry
+                .map(|n| format!(" (audit entry {n})"))
+                .unwrap_or_default()
+        )),
+        ReleaseError::BadRequest(m) => Status::invalid_argument(m),
+        ReleaseError::Audit(a) => Status::unavailable(format!(
+            "the release's audit entry could not be written, so nothing was released: {a}"
+        )),
+        ReleaseError::Store(s) => super::status_of(s.into()),
+        ReleaseError::Build(m) => {
+            tracing::error!(error = %m, "release failed");
+            Status::unavailable(
+                "the release could not be prepared and nothing was released; see the gateway log",
+            )
+        }
+    })
+}
+
+/// Streams a prepared (already audited) release: each file in chunks, `manifest.json` last.
+/// The spool is removed when the last chunk is sent or the caller goes away.
+fn send_release(prepared: Prepared) -> ReleaseStream {
+    const CHUNK: usize = 256 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut first = true;
+        for name in &prepared.files {
+            let path = prepared.dir.join(name);
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a release spool file");
+                    let _ = tx.blocking_send(Err(Status::unavailable(
+                        "a release file could not be read back; the release is incomplete",
+                    )));
+                    return;
+                }
+            };
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match f.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read a release spool file");
+                        let _ = tx.blocking_send(Err(Status::unavailable(
+                            "a release file could not be read back; the release is incomplete",
+                        )));
+                        return;
+                    }
+                };
+                let mut chunk = pb::ReleaseChunk {
+                    file: name.clone(),
+                    data: buf[..n].to_vec(),
+                    end_of_file: n == 0,
+                    ..Default::default()
+                };
+                if first {
+                    chunk.release_id = prepared.release_id.clone();
+                    chunk.audit_entry = prepared.audit_entry;
+                    chunk.total_bytes = prepared.total_bytes;
+                    first = false;
+                }
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        drop(prepared);
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The chunks of a release folder.
+pub type ReleaseStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReleaseChunk, Status>> + Send>>;
 
 /// Days before a review date from which an agreement is flagged as due for review.
 pub const REVIEW_WARNING_DAYS: i64 = 60;
@@ -53,6 +160,52 @@ pub fn describe(c: &Condition) -> String {
 
 #[tonic::async_trait]
 impl AnalystService for AnalystSvc {
+    type ExtractStream = ReleaseStream;
+    type AggregateStream = ReleaseStream;
+
+    async fn extract(
+        &self,
+        req: Request<pb::ExtractRequest>,
+    ) -> Result<Response<Self::ExtractStream>, Status> {
+        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let r = req.into_inner();
+        let request = ExtractRequest {
+            agreement: r.agreement,
+            purpose: r.purpose,
+            datasets: r.datasets,
+        };
+        let shared = self.shared.clone();
+        let actor = self.shared.analyst_actor(&who);
+        let prepared = run_release(&self.shared, actor, move |policy, actor, now| {
+            shared.releaser.extract(policy, &who, actor, &request, now)
+        })
+        .await?;
+        Ok(Response::new(send_release(prepared)))
+    }
+
+    async fn aggregate(
+        &self,
+        req: Request<pb::AggregateRequest>,
+    ) -> Result<Response<Self::AggregateStream>, Status> {
+        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let r = req.into_inner();
+        let request = AggregateRequest {
+            agreement: r.agreement,
+            purpose: r.purpose,
+            dataset: r.dataset,
+            by: r.by,
+        };
+        let shared = self.shared.clone();
+        let actor = self.shared.analyst_actor(&who);
+        let prepared = run_release(&self.shared, actor, move |policy, actor, now| {
+            shared
+                .releaser
+                .aggregate(policy, &who, actor, &request, now)
+        })
+        .await?;
+        Ok(Response::new(send_release(prepared)))
+    }
+
     async fn list_agreements(
         &self,
         req: Request<pb::ListAgreementsRequest>,

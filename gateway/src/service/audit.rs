@@ -264,6 +264,77 @@ impl AuditService for AuditSvc {
         }))
     }
 
+    async fn person_releases(
+        &self,
+        req: Request<pb::PersonReleasesRequest>,
+    ) -> Result<Response<pb::PersonReleasesResponse>, Status> {
+        let auditor = self.shared.require_auditor(&req).await?;
+        let r = req.into_inner();
+        if r.tokens.is_empty() || r.tokens.len() > 64 {
+            return Err(Status::invalid_argument(
+                "give between 1 and 64 person tokens (kind and 32-byte token each)",
+            ));
+        }
+        let mut tokens = Vec::with_capacity(r.tokens.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for (i, t) in r.tokens.iter().enumerate() {
+            let tok = <[u8; 32]>::try_from(t.token.as_slice()).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "token {i} is {} bytes; a person token is 32 bytes",
+                    t.token.len()
+                ))
+            })?;
+            if crate::linkage::TokenKind::parse(&t.kind).is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "token {i} has kind {:?}; known kinds: nhs, pnc, demo, uprn, ref",
+                    t.kind.chars().take(32).collect::<String>()
+                )));
+            }
+            kinds.insert(t.kind.clone());
+            tokens.push((t.kind.clone(), tok));
+        }
+        // The lookup is audited before it is answered (kinds only, never a token).
+        let kinds: Vec<String> = kinds.into_iter().collect();
+        let seq = self
+            .record_query(
+                &auditor,
+                format!(
+                    "person releases: {} token(s) of kind {}",
+                    tokens.len(),
+                    kinds.join(", ")
+                ),
+            )
+            .await?;
+        let releaser = self.shared.releaser.clone();
+        let (found, releases) =
+            tokio::task::spawn_blocking(move || releaser.person_releases(&tokens))
+                .await
+                .map_err(|_| Status::internal("the lookup task failed"))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "person releases lookup failed");
+                    Status::unavailable(
+                        "the release registry could not be read; see the gateway log",
+                    )
+                })?;
+        Ok(Response::new(pb::PersonReleasesResponse {
+            records_found: found,
+            releases: releases
+                .into_iter()
+                .map(|r| pb::PersonRelease {
+                    release_id: r.header.release_id,
+                    kind: r.header.kind,
+                    agreement: r.header.agreement,
+                    purpose: r.header.purpose,
+                    time: r.header.time,
+                    requester: r.header.requester,
+                    datasets: r.header.datasets,
+                    audit_entry: r.audit_entry,
+                })
+                .collect(),
+            audit_entry: seq,
+        }))
+    }
+
     async fn export(
         &self,
         req: Request<pb::ExportRequest>,

@@ -82,6 +82,8 @@ pub struct Shared {
     pub policy: Arc<RwLock<Arc<Policy>>>,
     /// Verifier of analysts' and auditors' JWTs.
     pub jwt: Arc<JwtVerifier>,
+    /// Makes releases (extracts and tables) and keeps their registry.
+    pub releaser: crate::release::Releaser,
     /// The clock decisions use (injectable for tests).
     pub clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
 }

@@ -1,0 +1,453 @@
+//! Writing a release's files: record extracts (row filter, transforms, re-keyed person ids,
+//! k-anonymity) and counts tables (transforms, primary and secondary suppression), streamed
+//! from the store to a spool folder with their SHA-256 computed on the way.
+
+use super::linkset::LinkState;
+use crate::disclosure::{self, Cell as DCell, Settings, Table};
+use crate::linkage::{ClusterId, ReleaseKeys};
+use crate::policy::apply::ReleasePlan;
+use crate::store::{Snapshot, Store, StoreError, StoredRecord};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// What was written to one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// File name.
+    pub name: String,
+    /// Dataset it came from.
+    pub dataset: String,
+    /// Column headers.
+    pub columns: Vec<String>,
+    /// Data rows written (extract) or table rows (aggregate, totals row excluded).
+    pub rows: u64,
+    /// Rows suppressed by k-anonymity.
+    pub suppressed_rows: u64,
+    /// Cells released empty because their transform could not read the stored value.
+    pub withheld_cells: u64,
+    /// Table entries suppressed (primary + secondary).
+    pub suppressed_cells: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// SHA-256 of the bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// People seen in released rows, for the manifest's linkage summary and the registry.
+#[derive(Default)]
+pub struct PeopleSeen {
+    /// Cluster → (its index in `order`, first agency seen, seen in another agency too).
+    clusters: HashMap<ClusterId, (u32, u16, bool)>,
+    /// Per released row with people: indices of its people's clusters, `u32::MAX`-terminated.
+    row_clusters: Vec<u32>,
+    order: Vec<ClusterId>,
+    agencies: Vec<String>,
+    /// Person roles released.
+    pub person_nodes: u64,
+}
+
+impl PeopleSeen {
+    /// A new, empty tally.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn agency(&mut self, name: &str) -> u16 {
+        match self.agencies.iter().position(|a| a == name) {
+            Some(i) => i as u16,
+            None => {
+                self.agencies.push(name.to_owned());
+                (self.agencies.len() - 1) as u16
+            }
+        }
+    }
+
+    fn see(&mut self, c: ClusterId, agency: u16) {
+        self.person_nodes += 1;
+        let next = self.order.len() as u32;
+        let e = self.clusters.entry(c).or_insert((next, agency, false));
+        if e.0 == next {
+            self.order.push(c);
+        } else if e.1 != agency {
+            e.2 = true;
+        }
+        self.row_clusters.push(e.0);
+    }
+
+    fn end_row(&mut self) {
+        if self.row_clusters.last().is_some_and(|x| *x != u32::MAX) {
+            self.row_clusters.push(u32::MAX);
+        }
+    }
+
+    /// The distinct clusters seen.
+    pub fn clusters(&self) -> Vec<ClusterId> {
+        self.order.clone()
+    }
+
+    /// (clusters, clusters seen in two or more person roles, clusters seen in two or more
+    /// agencies, released rows with a person in a cross-agency cluster).
+    pub fn summary(&self) -> (u64, u64, u64, u64) {
+        let mut counts = vec![0u32; self.order.len()];
+        for x in &self.row_clusters {
+            if let Some(n) = counts.get_mut(*x as usize) {
+                *n += 1;
+            }
+        }
+        let cross: Vec<bool> = self
+            .order
+            .iter()
+            .map(|c| self.clusters.get(c).is_some_and(|e| e.2))
+            .collect();
+        let mut linked_rows = 0;
+        let mut row_linked = false;
+        for x in &self.row_clusters {
+            if *x == u32::MAX {
+                if row_linked {
+                    linked_rows += 1;
+                }
+                row_linked = false;
+            } else if cross.get(*x as usize).copied().unwrap_or(false) {
+                row_linked = true;
+            }
+        }
+        (
+            self.order.len() as u64,
+            counts.iter().filter(|n| **n >= 2).count() as u64,
+            cross.iter().filter(|m| **m).count() as u64,
+            linked_rows,
+        )
+    }
+}
+
+/// One dataset of an extract.
+pub struct ExtractPart<'a> {
+    /// Dataset name.
+    pub dataset: &'a str,
+    /// The compiled decision.
+    pub plan: &'a ReleasePlan,
+    /// Person roles whose ids are released, in column order.
+    pub persons: &'a [String],
+    /// Indices into `plan.columns` of the quasi-identifiers.
+    pub qi: Vec<usize>,
+    /// The records, as of the release.
+    pub snapshot: Snapshot,
+}
+
+/// Failures while writing a release.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The spool could not be written.
+    #[error("cannot write the release spool: {0}")]
+    Io(#[from] std::io::Error),
+    /// CSV encoding failed.
+    #[error("cannot write CSV: {0}")]
+    Csv(#[from] csv::Error),
+    /// Disclosure control refused the table.
+    #[error(transparent)]
+    Disclosure(#[from] disclosure::DisclosureError),
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn csv_writer(path: &Path) -> Result<csv::Writer<Hashing<BufWriter<File>>>, BuildError> {
+    let f = File::create(path)?;
+    Ok(csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Hashing {
+            inner: BufWriter::with_capacity(1 << 20, f),
+            hash: Sha256::new(),
+            bytes: 0,
+        }))
+}
+
+fn finish(
+    w: csv::Writer<Hashing<BufWriter<File>>>,
+    stats: &mut FileStats,
+) -> Result<(), BuildError> {
+    let h = w.into_inner().map_err(|e| e.into_error())?;
+    let f = h.inner.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    stats.bytes = h.bytes;
+    stats.sha256 = hex::encode(h.hash.finalize());
+    Ok(())
+}
+
+/// Key of a quasi-identifier class: the released values, unit-separated, `\u{1e}` for empty.
+fn class_key(cells: &[Option<std::borrow::Cow<'_, str>>], qi: &[usize], out: &mut String) {
+    out.clear();
+    for &i in qi {
+        match cells.get(i).and_then(|c| c.as_deref()) {
+            Some(v) => out.push_str(v),
+            None => out.push('\u{1e}'),
+        }
+        out.push('\u{1f}');
+    }
+}
+
+fn values(rec: &StoredRecord) -> &[sharing_proto::v1::Value] {
+    rec.record.as_ref().map_or(&[], |r| r.values.as_slice())
+}
+
+/// Writes one dataset of an extract to `dir/<dataset>.csv`: rows the filter admits, person id
+/// columns first (`<role>_person_id`), then the released columns; rows whose quasi-identifier
+/// class has fewer than `k` rows are suppressed (a first pass counts the classes).
+pub fn write_extract(
+    store: &Store,
+    dir: &Path,
+    part: &ExtractPart<'_>,
+    k: u64,
+    links: &mut LinkState,
+    keys: &ReleaseKeys,
+    people: &mut PeopleSeen,
+) -> Result<FileStats, BuildError> {
+    let name = format!("{}.csv", part.dataset);
+    let mut stats = FileStats {
+        name: name.clone(),
+        dataset: part.dataset.to_owned(),
+        columns: part
+            .persons
+            .iter()
+            .map(|r| format!("{r}_person_id"))
+            .chain(part.plan.columns.iter().map(|c| c.name.clone()))
+            .collect(),
+        ..FileStats::default()
+    };
+    let ncols = part.plan.columns.len();
+    let mut withheld = Vec::new();
+    let mut key = String::new();
+    // Pass 1: class sizes (k-anonymity). With k <= 1 every row is kept.
+    let mut classes: HashMap<String, u64> = HashMap::new();
+    if k > 1 {
+        let mut reader = store.reader();
+        part.snapshot
+            .for_each(&mut reader, |_, rec| -> Result<(), BuildError> {
+                let v = values(&rec);
+                if part.plan.admits(v) {
+                    let mut cells = Vec::with_capacity(ncols);
+                    part.plan.apply(v, &mut cells, &mut withheld);
+                    class_key(&cells, &part.qi, &mut key);
+                    match classes.get_mut(key.as_str()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            classes.insert(key.clone(), 1);
+                        }
+                    }
+                }
+                withheld.clear();
+                Ok(())
+            })?;
+    }
+    // Pass 2: write.
+    let mut w = csv_writer(&dir.join(&name))?;
+    w.write_record(&stats.columns)?;
+    let mut reader = store.reader();
+    let mut row: Vec<String> = Vec::new();
+    part.snapshot
+        .for_each(&mut reader, |seq, rec| -> Result<(), BuildError> {
+            let v = values(&rec);
+            if !part.plan.admits(v) {
+                return Ok(());
+            }
+            let mut cells = Vec::with_capacity(ncols);
+            part.plan.apply(v, &mut cells, &mut withheld);
+            if k > 1 {
+                class_key(&cells, &part.qi, &mut key);
+                if classes.get(key.as_str()).copied().unwrap_or(0) < k {
+                    stats.suppressed_rows += 1;
+                    withheld.clear();
+                    return Ok(());
+                }
+            }
+            stats.withheld_cells += withheld.len() as u64;
+            withheld.clear();
+            row.clear();
+            let agency = people.agency(&rec.agency);
+            let persons = rec
+                .record
+                .as_ref()
+                .map_or(&[][..], |r| r.persons.as_slice());
+            for role in part.persons {
+                let id = persons
+                    .iter()
+                    .position(|p| &p.role == role)
+                    .and_then(|i| links.cluster(seq, i));
+                match id {
+                    Some(c) => {
+                        people.see(c, agency);
+                        row.push(keys.person_id(c).as_str().to_owned());
+                    }
+                    None => row.push(String::new()),
+                }
+            }
+            people.end_row();
+            for c in &cells {
+                row.push(c.as_deref().unwrap_or("").to_owned());
+            }
+            w.write_record(&row)?;
+            stats.rows += 1;
+            Ok(())
+        })?;
+    finish(w, &mut stats)?;
+    Ok(stats)
+}
+
+/// One counts table.
+pub struct AggregatePart<'a> {
+    /// Dataset name.
+    pub dataset: &'a str,
+    /// The compiled decision over the `by` fields (its columns, in request order).
+    pub plan: &'a ReleasePlan,
+    /// The records, as of the release.
+    pub snapshot: Snapshot,
+}
+
+/// Label of an empty cell in a table.
+pub const MISSING_LABEL: &str = "(missing)";
+/// Rendering of a suppressed table entry (the partnership's SDC default).
+pub const SUPPRESSED: &str = "c";
+/// Rendering of a suppressed entry under the NHS health rule.
+pub const SUPPRESSED_HEALTH: &str = "*";
+
+/// Writes `dir/<dataset>_by_<fields>.csv`: counts of admitted records by the released values of
+/// the plan's columns (the first column gives the table's rows, the others together its
+/// columns), with primary and secondary suppression and, under the health rule, rounding.
+/// People of counted records are noted in `people` (for "who saw this person").
+pub fn write_aggregate(
+    store: &Store,
+    dir: &Path,
+    part: &AggregatePart<'_>,
+    settings: &Settings,
+    links: &mut LinkState,
+    people: &mut PeopleSeen,
+) -> Result<FileStats, BuildError> {
+    let by: Vec<&str> = part.plan.columns.iter().map(|c| c.name.as_str()).collect();
+    let name = format!("{}_by_{}.csv", part.dataset, by.join("_"));
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let ncols = part.plan.columns.len();
+    let mut withheld = Vec::new();
+    let mut withheld_cells = 0u64;
+    let mut reader = store.reader();
+    part.snapshot
+        .for_each(&mut reader, |seq, rec| -> Result<(), BuildError> {
+            let v = values(&rec);
+            if !part.plan.admits(v) {
+                return Ok(());
+            }
+            let mut cells = Vec::with_capacity(ncols);
+            part.plan.apply(v, &mut cells, &mut withheld);
+            withheld_cells += withheld.len() as u64;
+            withheld.clear();
+            let label = |c: &Option<std::borrow::Cow<'_, str>>| {
+                c.as_deref().unwrap_or(MISSING_LABEL).to_owned()
+            };
+            let row = cells.first().map(label).unwrap_or_default();
+            let col = if cells.len() > 1 {
+                cells[1..].iter().map(label).collect::<Vec<_>>().join(" | ")
+            } else {
+                "count".to_owned()
+            };
+            *counts.entry((row, col)).or_default() += 1;
+            let agency = people.agency(&rec.agency);
+            let n = rec.record.as_ref().map_or(0, |r| r.persons.len());
+            for i in 0..n {
+                if let Some(c) = links.cluster(seq, i) {
+                    people.see(c, agency);
+                }
+            }
+            people.end_row();
+            Ok(())
+        })?;
+    let mut rows: Vec<String> = counts.keys().map(|(r, _)| r.clone()).collect();
+    rows.dedup();
+    let mut cols: Vec<String> = counts.keys().map(|(_, c)| c.clone()).collect();
+    cols.sort();
+    cols.dedup();
+    let table = Table {
+        cells: rows
+            .iter()
+            .map(|r| {
+                cols.iter()
+                    .map(|c| counts.get(&(r.clone(), c.clone())).copied().unwrap_or(0))
+                    .collect()
+            })
+            .collect(),
+        rows,
+        cols,
+    };
+    let p = disclosure::protect_table(&table, settings)?;
+    let one_way = p.cols.len() == 1 && by.len() == 1;
+    let header_cols: Vec<String> = if by.len() > 1 {
+        let mut h = vec![format!("{} \\ {}", by[0], by[1..].join(" | "))];
+        h.extend(p.cols.iter().cloned());
+        h.push("total".into());
+        h
+    } else {
+        vec![
+            by.first().copied().unwrap_or("value").to_owned(),
+            "count".into(),
+        ]
+    };
+    let mut stats = FileStats {
+        name: name.clone(),
+        dataset: part.dataset.to_owned(),
+        columns: header_cols.clone(),
+        rows: p.rows.len() as u64,
+        withheld_cells,
+        suppressed_cells: p.suppressed_primary + p.suppressed_secondary,
+        ..FileStats::default()
+    };
+    let show = |c: &DCell| match c {
+        DCell::Count(n) => n.to_string(),
+        DCell::Suppressed if settings.health_rule => SUPPRESSED_HEALTH.to_owned(),
+        DCell::Suppressed => SUPPRESSED.to_owned(),
+    };
+    let mut w = csv_writer(&dir.join(&name))?;
+    w.write_record(&header_cols)?;
+    for (i, r) in p.rows.iter().enumerate() {
+        let mut line = vec![r.clone()];
+        if one_way {
+            // The cell and its row total are one number: shown only if both are.
+            let both = match (p.cells[i][0], p.row_totals[i]) {
+                (DCell::Count(n), DCell::Count(_)) => DCell::Count(n),
+                _ => DCell::Suppressed,
+            };
+            line.push(show(&both));
+        } else {
+            line.extend(p.cells[i].iter().map(show));
+            line.push(show(&p.row_totals[i]));
+        }
+        w.write_record(&line)?;
+    }
+    let mut total = vec!["total".to_owned()];
+    if !one_way {
+        total.extend(p.col_totals.iter().map(show));
+    }
+    total.push(show(&p.grand_total));
+    w.write_record(&total)?;
+    finish(w, &mut stats)?;
+    Ok(stats)
+}

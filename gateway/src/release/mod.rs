@@ -1,0 +1,737 @@
+//! Linked releases: record extracts and aggregate tables under an agreement and purpose, with
+//! disclosure control, person ids re-keyed per release scope, and a manifest bound to the
+//! audit log.
+//!
+//! A release is decided by the policy (every dataset of it, default deny), written to a spool
+//! folder under `data/releases` with each file's SHA-256 computed on the way, its people noted
+//! in the registry, and then its audit entry — carrying the SHA-256 of the manifest body, which
+//! lists every file's SHA-256 — is made durable. Only then is the manifest (with the entry, its
+//! inclusion proof and a signed checkpoint) written and the folder handed to the caller to send.
+//! If the entry cannot be written, the spool is deleted and nothing is sent. The spool is
+//! deleted once sent ([`Prepared`] removes it when dropped).
+
+pub mod build;
+pub mod linkset;
+pub mod manifest;
+pub mod registry;
+
+use crate::audit::entry::{Action, Actor, AgreementRef, Decision, Entry};
+use crate::audit::log::{AuditError, AuditLog};
+use crate::disclosure::Settings;
+use crate::linkage::{IdScope, KindSet, ReleaseKey};
+use crate::policy::Policy;
+use crate::policy::apply::ReleasePlan;
+use crate::policy::decide::{self, Denial, Explanation, Request as PolicyRequest, Requester};
+use crate::policy::isa::{Output, Purpose};
+use crate::store::{Store, StoreError};
+use build::{AggregatePart, BuildError, ExtractPart, FileStats, PeopleSeen};
+use linkset::{LinkKey, LinkSet, LinkSetError};
+use registry::{Registry, ReleaseHeader};
+use skp_core::Catalog;
+use std::path::PathBuf;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// An extract request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtractRequest {
+    /// Agreement id.
+    pub agreement: String,
+    /// Purpose id.
+    pub purpose: String,
+    /// Datasets wanted; empty = every dataset of the purpose.
+    pub datasets: Vec<String>,
+}
+
+/// An aggregate request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateRequest {
+    /// Agreement id.
+    pub agreement: String,
+    /// Purpose id.
+    pub purpose: String,
+    /// Dataset counted.
+    pub dataset: String,
+    /// Released fields to count by.
+    pub by: Vec<String>,
+}
+
+/// Why a release was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The policy refused it (the refusal is audited).
+    #[error("{rule}: {message}")]
+    Denied {
+        /// Stable rule name.
+        rule: &'static str,
+        /// Why, and the fix where there is one.
+        message: String,
+        /// Index of the audit entry recording the refusal.
+        audit_entry: Option<u64>,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The audit entry could not be made durable: nothing was released.
+    #[error("the release's audit entry could not be written, so nothing was released: {0}")]
+    Audit(#[from] AuditError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the release failed.
+    #[error("the release could not be prepared: {0}")]
+    Build(String),
+}
+
+impl From<BuildError> for ReleaseError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Store(s) => ReleaseError::Store(s),
+            other => ReleaseError::Build(other.to_string()),
+        }
+    }
+}
+
+impl From<LinkSetError> for ReleaseError {
+    fn from(e: LinkSetError) -> Self {
+        match e {
+            LinkSetError::Store(s) => ReleaseError::Store(s),
+            other => ReleaseError::Build(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReleaseError {
+    fn from(e: std::io::Error) -> Self {
+        ReleaseError::Build(e.to_string())
+    }
+}
+
+/// A release ready to send: its folder, already audited.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Release id.
+    pub release_id: String,
+    /// The spool folder holding the files.
+    pub dir: PathBuf,
+    /// File names in sending order (`manifest.json` last).
+    pub files: Vec<String>,
+    /// Index of the release's audit entry.
+    pub audit_entry: u64,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// The manifest.
+    pub manifest: manifest::Manifest,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(release = %self.release_id, error = %e, "cannot remove a release spool");
+        }
+    }
+}
+
+/// What releases need from the gateway.
+#[derive(Clone)]
+pub struct Releaser {
+    store: Store,
+    audit: AuditLog,
+    catalog: Arc<Catalog>,
+    links: LinkSet,
+    key: Arc<ReleaseKey>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Releaser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Releaser").finish_non_exhaustive()
+    }
+}
+
+/// Agreement id, version and file SHA-256, as decisions report them.
+type AgreementId = (String, String, String);
+
+/// What a release asks for.
+struct Asked<'a> {
+    agreement: &'a str,
+    purpose: &'a str,
+    /// Datasets, each with the fields asked (empty: all).
+    datasets: &'a [(String, Vec<String>)],
+    output: Output,
+}
+
+/// The decisions of a release, one per dataset.
+struct Decided<'p> {
+    purpose: &'p Purpose,
+    agreement: AgreementRef,
+    parts: Vec<(String, Explanation, ReleasePlan)>,
+}
+
+impl Releaser {
+    /// A releaser over the gateway's store and audit log; `data_dir` holds `releases/`.
+    pub fn new(
+        store: Store,
+        audit: AuditLog,
+        catalog: Arc<Catalog>,
+        key: ReleaseKey,
+        data_dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            links: LinkSet::new(store.clone()),
+            registry: Registry::open(data_dir)?,
+            store,
+            audit,
+            catalog,
+            key: Arc::new(key),
+        })
+    }
+
+    /// The registry of releases.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The linkers.
+    pub fn links(&self) -> &LinkSet {
+        &self.links
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Decides every dataset of a request; a refusal is audited and returned.
+    fn decide<'p>(
+        &self,
+        policy: &'p Policy,
+        who: &Requester,
+        actor: &Actor,
+        asked: Asked<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Decided<'p>, ReleaseError> {
+        let Asked {
+            agreement,
+            purpose,
+            datasets,
+            output,
+        } = asked;
+        let mut parts = Vec::new();
+        let mut refusal: Option<(Denial, Option<AgreementId>)> = None;
+        for (ds, fields) in datasets {
+            let e = decide::explain(
+                policy,
+                &self.catalog,
+                who,
+                &PolicyRequest {
+                    agreement: agreement.to_owned(),
+                    purpose: purpose.to_owned(),
+                    dataset: ds.clone(),
+                    fields: fields.clone(),
+                },
+                now,
+            );
+            if let Some(d) = &e.denial {
+                refusal = Some((d.clone(), e.agreement.clone()));
+                break;
+            }
+            if let Some((name, outcome)) = e.fields.iter().find(|(n, o)| {
+                !o.released()
+                    && fields
+                        .iter()
+                        .any(|f| f.split(':').next() == Some(n.as_str()))
+            }) && let decide::FieldOutcome::Denied(d) = outcome
+            {
+                refusal = Some((
+                    Denial {
+                        rule: d.rule,
+                        message: format!("{name} cannot be counted by: {}", d.message),
+                    },
+                    e.agreement.clone(),
+                ));
+                break;
+            }
+            parts.push((ds.clone(), e));
+        }
+        let found = policy
+            .agreement(agreement)
+            .and_then(|a| a.purposes.iter().find(|p| p.id == purpose).map(|p| (a, p)));
+        if refusal.is_none()
+            && let Some((_, p)) = found
+            && output == Output::Records
+            && p.output != Output::Records
+        {
+            refusal = Some((
+                Denial {
+                    rule: "aggregate-only",
+                    message: format!(
+                        "purpose {purpose} releases aggregate counts only; request a table with `gateway aggregate`"
+                    ),
+                },
+                None,
+            ));
+        }
+        if refusal.is_none() && datasets.is_empty() {
+            refusal = Some((
+                Denial {
+                    rule: "no-dataset",
+                    message: "the request names no dataset".into(),
+                },
+                None,
+            ));
+        }
+        let agreement_ref = |known: Option<AgreementId>| match known {
+            Some((id, version, sha)) => AgreementRef {
+                id,
+                version,
+                policy_sha256: sha,
+                purpose: purpose.chars().take(128).collect(),
+            },
+            None => AgreementRef {
+                id: agreement.chars().take(128).collect(),
+                version: found.map(|(a, _)| a.version.clone()).unwrap_or_default(),
+                policy_sha256: policy.sha256().to_owned(),
+                purpose: purpose.chars().take(128).collect(),
+            },
+        };
+        if let Some((d, known)) = refusal {
+            let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
+            entry.reason = Some(format!("{}: {}", d.rule, d.message));
+            entry.datasets = datasets
+                .iter()
+                .map(|(d, _)| d.chars().take(128).collect())
+                .collect();
+            entry.agreement = Some(agreement_ref(known));
+            let seq = self.audit.append_blocking(vec![entry])?;
+            return Err(ReleaseError::Denied {
+                rule: d.rule,
+                message: d.message,
+                audit_entry: seq.first().copied(),
+            });
+        }
+        let Some((_, p)) = found else {
+            return Err(ReleaseError::BadRequest(
+                "internal: purpose vanished".into(),
+            ));
+        };
+        let mut compiled = Vec::new();
+        let mut known = None;
+        for (ds, e) in parts {
+            let d = self
+                .catalog
+                .dataset(&ds)
+                .ok_or_else(|| ReleaseError::BadRequest(format!("unknown dataset {ds}")))?;
+            let plan = ReleasePlan::new(d, &e).map_err(ReleaseError::Build)?;
+            known = known.or(e.agreement.clone());
+            compiled.push((ds, e, plan));
+        }
+        Ok(Decided {
+            purpose: p,
+            agreement: agreement_ref(known),
+            parts: compiled,
+        })
+    }
+
+    /// The linker key of a purpose: its linkage kinds over its datasets.
+    fn link_key(purpose: &Purpose) -> Result<LinkKey, ReleaseError> {
+        let kinds = KindSet::parse(purpose.linkage.iter().map(String::as_str))
+            .map_err(|e| ReleaseError::Build(e.to_string()))?;
+        Ok(LinkKey::new(kinds, purpose.datasets.keys().cloned()))
+    }
+
+    /// Makes a record extract (blocking: run it off the async runtime).
+    pub fn extract(
+        &self,
+        policy: &Policy,
+        who: &Requester,
+        actor: &Actor,
+        req: &ExtractRequest,
+        now: OffsetDateTime,
+    ) -> Result<Prepared, ReleaseError> {
+        let datasets: Vec<(String, Vec<String>)> = if req.datasets.is_empty() {
+            policy
+                .agreement(&req.agreement)
+                .and_then(|a| a.purposes.iter().find(|p| p.id == req.purpose))
+                .map(|p| p.datasets.keys().map(|d| (d.clone(), Vec::new())).collect())
+                .unwrap_or_else(|| vec![(String::new(), Vec::new())])
+        } else {
+            req.datasets
+                .iter()
+                .map(|d| (d.clone(), Vec::new()))
+                .collect()
+        };
+        let decided = self.decide(
+            policy,
+            who,
+            actor,
+            Asked {
+                agreement: &req.agreement,
+                purpose: &req.purpose,
+                datasets: &datasets,
+                output: Output::Records,
+            },
+            now,
+        )?;
+        let purpose = decided.purpose;
+        let settings = Settings::from(&purpose.disclosure);
+        let release_id = new_release_id();
+        let spool = self.registry.spool_dir(&release_id);
+        std::fs::create_dir_all(&spool)?;
+        let guard = Spool(Some(spool.clone()));
+        let link_key = Self::link_key(purpose)?;
+        let locked = self.links.synced(&link_key)?;
+        let mut links = locked.lock();
+        let keys = self
+            .key
+            .release(&req.agreement, &req.purpose, &IdScope::Purpose);
+        let mut people = PeopleSeen::new();
+        let mut files = Vec::new();
+        for (ds, e, plan) in &decided.parts {
+            let qi: Vec<usize> = plan
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| purpose.disclosure.quasi_identifiers.contains(&c.name))
+                .map(|(i, _)| i)
+                .collect();
+            let part = ExtractPart {
+                dataset: ds,
+                plan,
+                persons: &e.persons,
+                qi,
+                snapshot: self.store.snapshot(&[ds.as_str()], 0)?,
+            };
+            files.push(build::write_extract(
+                &self.store,
+                &spool,
+                &part,
+                settings.k,
+                &mut links,
+                &keys,
+                &mut people,
+            )?);
+        }
+        drop(links);
+        let fields = decided
+            .parts
+            .iter()
+            .flat_map(|(ds, _, plan)| {
+                plan.columns
+                    .iter()
+                    .map(move |c| format!("{ds}.{}:{}", c.name, c.transform().name()))
+            })
+            .collect();
+        self.seal(
+            decided, who, actor, release_id, "extract", files, people, link_key, fields, now, guard,
+        )
+    }
+
+    /// Makes a counts table (blocking: run it off the async runtime).
+    pub fn aggregate(
+        &self,
+        policy: &Policy,
+        who: &Requester,
+        actor: &Actor,
+        req: &AggregateRequest,
+        now: OffsetDateTime,
+    ) -> Result<Prepared, ReleaseError> {
+        if req.by.is_empty() {
+            return Err(ReleaseError::BadRequest(
+                "name at least one field to count by (--by field[,field])".into(),
+            ));
+        }
+        if req.by.len() > 4 {
+            return Err(ReleaseError::BadRequest(
+                "count by at most 4 fields; more makes every cell small and suppressed".into(),
+            ));
+        }
+        let asked = [(req.dataset.clone(), req.by.clone())];
+        let decided = self.decide(
+            policy,
+            who,
+            actor,
+            Asked {
+                agreement: &req.agreement,
+                purpose: &req.purpose,
+                datasets: &asked,
+                output: Output::Aggregate,
+            },
+            now,
+        )?;
+        let purpose = decided.purpose;
+        let settings = Settings::from(&purpose.disclosure);
+        let release_id = new_release_id();
+        let spool = self.registry.spool_dir(&release_id);
+        std::fs::create_dir_all(&spool)?;
+        let guard = Spool(Some(spool.clone()));
+        let link_key = Self::link_key(purpose)?;
+        let locked = self.links.synced(&link_key)?;
+        let mut links = locked.lock();
+        let mut people = PeopleSeen::new();
+        let mut files = Vec::new();
+        for (ds, _, plan) in &decided.parts {
+            // Columns in the order asked.
+            let mut plan = plan.clone();
+            let order = |name: &str| {
+                req.by
+                    .iter()
+                    .position(|b| b.split(':').next() == Some(name))
+                    .unwrap_or(usize::MAX)
+            };
+            plan.columns.sort_by_key(|c| order(&c.name));
+            let part = AggregatePart {
+                dataset: ds,
+                plan: &plan,
+                snapshot: self.store.snapshot(&[ds.as_str()], 0)?,
+            };
+            files.push(build::write_aggregate(
+                &self.store,
+                &spool,
+                &part,
+                &settings,
+                &mut links,
+                &mut people,
+            )?);
+        }
+        drop(links);
+        let fields = decided
+            .parts
+            .iter()
+            .flat_map(|(ds, _, plan)| {
+                plan.columns
+                    .iter()
+                    .map(move |c| format!("{ds}.{}:{}", c.name, c.transform().name()))
+            })
+            .collect();
+        self.seal(
+            decided,
+            who,
+            actor,
+            release_id,
+            "aggregate",
+            files,
+            people,
+            link_key,
+            fields,
+            now,
+            guard,
+        )
+    }
+
+    /// Registers the people, writes the audit entry, then the manifest.
+    #[allow(clippy::too_many_arguments)]
+    fn seal(
+        &self,
+        decided: Decided<'_>,
+        who: &Requester,
+        actor: &Actor,
+        release_id: String,
+        kind: &str,
+        files: Vec<FileStats>,
+        people: PeopleSeen,
+        link_key: LinkKey,
+        fields: Vec<String>,
+        now: OffsetDateTime,
+        guard: Spool,
+    ) -> Result<Prepared, ReleaseError> {
+        let purpose = decided.purpose;
+        let spool_dir = guard.0.clone().unwrap_or_default();
+        let created = crate::audit::entry::rfc3339_millis(now);
+        let (clusters, multi, cross, linked_rows) = people.summary();
+        let body = manifest::ManifestBody {
+            format: manifest::MANIFEST_FORMAT.to_owned(),
+            release_id: release_id.clone(),
+            kind: kind.to_owned(),
+            agreement: decided.agreement.clone(),
+            requester: manifest::Requester {
+                sub: who.sub.clone(),
+                agency: who.agency.clone(),
+            },
+            created: created.clone(),
+            linkage: Some(manifest::Linkage {
+                method: "exact".into(),
+                kinds: link_key
+                    .kinds
+                    .iter()
+                    .map(|k| k.as_str().to_owned())
+                    .collect(),
+                id_scope: "purpose".into(),
+                person_nodes: people.person_nodes,
+                clusters,
+                multi_node_clusters: multi,
+                cross_agency_clusters: cross,
+                records_linked_across_agencies: linked_rows,
+            }),
+            disclosure: manifest::DisclosureSettings {
+                min_cell: purpose.disclosure.min_cell,
+                health_rule: purpose.disclosure.health_rule,
+                k: purpose.disclosure.k,
+                quasi_identifiers: purpose.disclosure.quasi_identifiers.clone(),
+            },
+            files: files
+                .iter()
+                .map(|f| manifest::FileDigest {
+                    name: f.name.clone(),
+                    dataset: f.dataset.clone(),
+                    columns: f.columns.clone(),
+                    rows: f.rows,
+                    suppressed_rows: f.suppressed_rows,
+                    withheld_cells: f.withheld_cells,
+                    suppressed_cells: f.suppressed_cells,
+                    bytes: f.bytes,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        };
+        let header = ReleaseHeader {
+            release_id: release_id.clone(),
+            kind: kind.to_owned(),
+            agreement: decided.agreement.id.clone(),
+            purpose: decided.agreement.purpose.clone(),
+            requester: who.sub.clone(),
+            time: created,
+            datasets: files.iter().map(|f| f.dataset.clone()).collect(),
+            link_kinds: link_key
+                .kinds
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            link_datasets: link_key.datasets.clone(),
+        };
+        let mut cl = people.clusters();
+        self.registry.write_persons(&header, &mut cl)?;
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        let mut entry = Entry::new(actor.clone(), Action::Release, Decision::Allow);
+        entry.datasets = header.datasets.clone();
+        entry.fields = fields;
+        entry.agreement = Some(decided.agreement.clone());
+        entry.rows = Some(rows);
+        entry.released_sha256 = Some(body.sha256_hex());
+        entry.release = Some(release_id.clone());
+        let index = match self.audit.append_blocking(vec![entry]) {
+            Ok(v) => v.first().copied().ok_or_else(|| {
+                ReleaseError::Audit(AuditError::Io("internal: no index returned".into()))
+            })?,
+            Err(e) => {
+                self.registry.abandon(&release_id);
+                tracing::error!(release = %release_id, error = %e, "release refused: its audit entry could not be written");
+                return Err(e.into());
+            }
+        };
+        self.registry.commit(&release_id, index)?;
+        let binding = self.binding(index)?;
+        let manifest = manifest::Manifest {
+            release: body,
+            audit: binding,
+        };
+        let bytes = manifest.to_bytes();
+        std::fs::write(spool_dir.join(manifest::MANIFEST_FILE), &bytes)?;
+        let mut names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+        names.push(manifest::MANIFEST_FILE.to_owned());
+        let total_bytes = files.iter().map(|f| f.bytes).sum::<u64>() + bytes.len() as u64;
+        tracing::info!(release = %release_id, kind, rows, audit_entry = index, "release prepared");
+        Ok(Prepared {
+            release_id,
+            dir: guard.keep(),
+            files: names,
+            audit_entry: index,
+            total_bytes,
+            manifest,
+        })
+    }
+
+    /// The registered releases that included the person carrying any of `tokens` (kind, token),
+    /// and how many stored records carry them. A release included the person when one of its
+    /// released people is, by the linkage of that release's purpose as it stands now, in the
+    /// same cluster as a record carrying a token (so later records that linked the person
+    /// count too). Tokens of records outside a release's datasets find nothing there: pass
+    /// every token the agency can compute for the person.
+    pub fn person_releases(
+        &self,
+        tokens: &[(String, [u8; 32])],
+    ) -> Result<(u64, Vec<registry::Registered>), ReleaseError> {
+        let mut nodes = Vec::new();
+        let mut records = std::collections::BTreeSet::new();
+        for (kind, tok) in tokens {
+            for seq in self.store.records_with_token(kind, tok)? {
+                let Some(rec) = self.store.record_at(seq)? else {
+                    continue;
+                };
+                let persons = rec
+                    .record
+                    .as_ref()
+                    .map_or(&[][..], |r| r.persons.as_slice());
+                for (i, p) in persons.iter().enumerate() {
+                    if p.tokens.iter().any(|t| &t.kind == kind && t.token == tok) {
+                        nodes.push((seq, i));
+                        records.insert(seq);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if nodes.is_empty() {
+            return Ok((0, out));
+        }
+        for reg in self.registry.list()? {
+            let locked = self.links.synced(&reg.header.link_key())?;
+            let mut st = locked.lock();
+            let targets: std::collections::HashSet<_> = nodes
+                .iter()
+                .filter_map(|(s, i)| st.cluster(*s, *i))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let clusters = reg.clusters()?;
+            if clusters.iter().any(|c| {
+                st.linker
+                    .cluster(c.0)
+                    .is_some_and(|now| targets.contains(&now))
+            }) {
+                out.push(reg);
+            }
+        }
+        Ok((records.len() as u64, out))
+    }
+
+    /// The audit entry's bytes, inclusion proof and a signed checkpoint covering it.
+    fn binding(&self, index: u64) -> Result<manifest::AuditBinding, ReleaseError> {
+        let cp = self.audit.checkpoint()?;
+        let size = cp.checkpoint.size;
+        let proof = self.audit.inclusion_proof(index, size)?;
+        let mut reader = self.audit.read(index, index + 1)?;
+        let entry = reader.next().transpose()?.ok_or_else(|| {
+            ReleaseError::Build("the release's audit entry cannot be read".into())
+        })?;
+        Ok(manifest::AuditBinding {
+            entry_index: index,
+            entry: String::from_utf8(entry)
+                .map_err(|_| ReleaseError::Build("audit entry is not UTF-8".into()))?,
+            inclusion_proof: proof.iter().map(hex::encode).collect(),
+            checkpoint: cp.note,
+        })
+    }
+}
+
+/// Removes a spool folder unless kept.
+struct Spool(Option<PathBuf>);
+
+impl Spool {
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn new_release_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
