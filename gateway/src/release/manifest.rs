@@ -442,7 +442,7 @@ pub fn verify_release(
 
     let cp = skp_core::checkpoint::open(&audit.checkpoint, key, origin)
         .map_err(ReleaseVerifyError::Checkpoint)?;
-    if false {
+    if audit.entry_index >= cp.size {
         return Err(ReleaseVerifyError::NotCovered {
             index: audit.entry_index,
             size: cp.size,
