@@ -41,7 +41,7 @@ enum Command {
     /// Run the whole flow on synthetic data: certificates, gateway, one agent per agency.
     Demo {
         /// Synthetic rows per dataset.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 1000)]
         persons: usize,
         /// Where to keep certificates, data and sample exports (default: a temporary directory).
         #[arg(long)]
@@ -122,6 +122,11 @@ enum Command {
         /// Datasets (comma-separated); default: every dataset of the purpose.
         #[arg(long, value_delimiter = ',')]
         datasets: Vec<String>,
+        /// Fields (comma-separated `dataset.field` or `dataset.field:transform` for a coarser
+        /// generalisation, e.g. police_crime.committed_from:quarter); a dataset named here
+        /// releases only the fields named for it. Coarser quasi-identifiers suppress fewer rows.
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
         /// Output folder (new or empty).
         #[arg(long)]
         out: PathBuf,
@@ -488,6 +493,7 @@ fn run(cli: Cli) -> Result<()> {
             agreement,
             purpose,
             datasets,
+            fields,
             out,
         } => {
             let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
@@ -495,6 +501,7 @@ fn run(cli: Cli) -> Result<()> {
                 agreement,
                 purpose,
                 datasets,
+                fields,
             };
             let got = runtime()?.block_on(gateway::client::extract(&cfg, req, &out))?;
             print_received(&got);

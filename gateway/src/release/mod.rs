@@ -246,7 +246,7 @@ impl Releaser {
                 refusal = Some((
                     Denial {
                         rule: d.rule,
-                        message: format!("{name} cannot be counted by: {}", d.message),
+                        message: format!("{name} was asked for but is not released: {}", d.message),
                     },
                     e.agreement.clone(),
                 ));
@@ -340,7 +340,8 @@ impl Releaser {
         Ok(LinkKey::new(kinds, purpose.datasets.keys().cloned()))
     }
 
-    /// Makes a record extract (blocking: run it off the async runtime).
+    /// Makes a record extract of every field the agreement allows (blocking: run it off the
+    /// async runtime).
     pub fn extract(
         &self,
         policy: &Policy,
@@ -349,18 +350,49 @@ impl Releaser {
         req: &ExtractRequest,
         now: OffsetDateTime,
     ) -> Result<Prepared, ReleaseError> {
-        let datasets: Vec<(String, Vec<String>)> = if req.datasets.is_empty() {
+        self.extract_fields(policy, who, actor, req, &[], now)
+    }
+
+    /// Makes a record extract; `fields` (`dataset.field` or `dataset.field:transform`) restrict
+    /// the datasets they name to those fields, optionally coarser (blocking).
+    pub fn extract_fields(
+        &self,
+        policy: &Policy,
+        who: &Requester,
+        actor: &Actor,
+        req: &ExtractRequest,
+        fields: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Prepared, ReleaseError> {
+        let names: Vec<String> = if req.datasets.is_empty() {
             policy
                 .agreement(&req.agreement)
                 .and_then(|a| a.purposes.iter().find(|p| p.id == req.purpose))
-                .map(|p| p.datasets.keys().map(|d| (d.clone(), Vec::new())).collect())
-                .unwrap_or_else(|| vec![(String::new(), Vec::new())])
+                .map(|p| p.datasets.keys().cloned().collect())
+                .unwrap_or_else(|| vec![String::new()])
         } else {
-            req.datasets
-                .iter()
-                .map(|d| (d.clone(), Vec::new()))
-                .collect()
+            req.datasets.clone()
         };
+        let mut datasets: Vec<(String, Vec<String>)> =
+            names.into_iter().map(|d| (d, Vec::new())).collect();
+        for f in fields {
+            let Some((ds, field)) = f.split_once('.') else {
+                return Err(ReleaseError::BadRequest(format!(
+                    "field {:?} does not name its dataset; write dataset.field or dataset.field:transform",
+                    f.chars().take(128).collect::<String>()
+                )));
+            };
+            match datasets.iter_mut().find(|(d, _)| d == ds) {
+                Some((_, v)) => v.push(field.to_owned()),
+                None => {
+                    return Err(ReleaseError::BadRequest(format!(
+                        "field {:?} names dataset {:?}, which this extract does not include",
+                        f.chars().take(128).collect::<String>(),
+                        ds.chars().take(64).collect::<String>()
+                    )));
+                }
+            }
+        }
         let decided = self.decide(
             policy,
             who,

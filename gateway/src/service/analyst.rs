@@ -174,10 +174,13 @@ impl AnalystService for AnalystSvc {
             purpose: r.purpose,
             datasets: r.datasets,
         };
+        let fields = r.fields;
         let shared = self.shared.clone();
         let actor = self.shared.analyst_actor(&who);
         let prepared = run_release(&self.shared, actor, move |policy, actor, now| {
-            shared.releaser.extract(policy, &who, actor, &request, now)
+            shared
+                .releaser
+                .extract_fields(policy, &who, actor, &request, &fields, now)
         })
         .await?;
         Ok(Response::new(send_release(prepared)))
