@@ -412,6 +412,14 @@ impl Releaser {
         std::fs::create_dir_all(&spool)?;
         let guard = Spool(Some(spool.clone()));
         let link_key = Self::link_key(purpose)?;
+        // The records released are fixed first; the linker is then brought up to (at least)
+        // the same moment, so every released person role has a cluster.
+        let mut snapshots = decided
+            .parts
+            .iter()
+            .map(|(ds, _, _)| self.store.snapshot(&[ds.as_str()], 0))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let locked = self.links.synced(&link_key)?;
         let mut links = locked.lock();
         let keys = self
@@ -432,7 +440,9 @@ impl Releaser {
                 plan,
                 persons: &e.persons,
                 qi,
-                snapshot: self.store.snapshot(&[ds.as_str()], 0)?,
+                snapshot: snapshots.next().ok_or_else(|| {
+                    ReleaseError::Build("internal: a dataset has no snapshot".into())
+                })?,
             };
             files.push(build::write_extract(
                 &self.store,
@@ -498,6 +508,14 @@ impl Releaser {
         std::fs::create_dir_all(&spool)?;
         let guard = Spool(Some(spool.clone()));
         let link_key = Self::link_key(purpose)?;
+        // The records released are fixed first; the linker is then brought up to (at least)
+        // the same moment, so every released person role has a cluster.
+        let mut snapshots = decided
+            .parts
+            .iter()
+            .map(|(ds, _, _)| self.store.snapshot(&[ds.as_str()], 0))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
         let locked = self.links.synced(&link_key)?;
         let mut links = locked.lock();
         let mut people = PeopleSeen::new();
@@ -515,7 +533,9 @@ impl Releaser {
             let part = AggregatePart {
                 dataset: ds,
                 plan: &plan,
-                snapshot: self.store.snapshot(&[ds.as_str()], 0)?,
+                snapshot: snapshots.next().ok_or_else(|| {
+                    ReleaseError::Build("internal: a dataset has no snapshot".into())
+                })?,
             };
             files.push(build::write_aggregate(
                 &self.store,
