@@ -9,6 +9,7 @@
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod person_token;
 pub mod pseudonymise;
 pub mod push;
 pub mod source;

@@ -52,6 +52,44 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
     },
+    /// Print the linkage tokens `agent push` puts in records for one person, one `KIND:HEX` line
+    /// per kind whose options are all given, for a subject access request: pass them to
+    /// `gateway audit person --token nhs:…,demo:…`. Only tokens are printed: raw identifiers
+    /// are never printed or logged, and errors name the option, never its value.
+    PersonToken {
+        /// Path to agent.toml (its linkage key, agency and value mappings are used).
+        #[arg(long)]
+        config: PathBuf,
+        /// NHS number (10 digits with a valid mod-11 check digit).
+        #[arg(long)]
+        nhs: Option<String>,
+        /// PNC id (YYYY/NNNNNNNC or YY/NNNNNNNC with a valid check letter).
+        #[arg(long)]
+        pnc: Option<String>,
+        /// Surname (for the demo token, with --forename, --dob and --sex).
+        #[arg(long)]
+        surname: Option<String>,
+        /// Forename (demo token).
+        #[arg(long)]
+        forename: Option<String>,
+        /// Date of birth, YYYY-MM-DD or DD/MM/YYYY (demo token).
+        #[arg(long)]
+        dob: Option<String>,
+        /// Sex: a catalog value (F, M, Unknown) or a source code mapped in agent.toml (demo
+        /// token).
+        #[arg(long)]
+        sex: Option<String>,
+        /// UPRN (1-12 digits).
+        #[arg(long)]
+        uprn: Option<String>,
+        /// Use the token recipes (and value mapping) of this dataset only. Default: for each
+        /// kind, the first of the agency's datasets that derives it.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Use the recipes of this role of --dataset only.
+        #[arg(long, requires = "dataset")]
+        role: Option<String>,
+    },
     /// Write synthetic Kingston exports (one CSV per dataset) for an agency, or `all`, with the
     /// hidden truth under OUT/truth/ (never push it). `--shape source` writes each agency's own
     /// column names, codes and date formats plus OUT/<agency>.agent.toml, the agent mapping
@@ -154,6 +192,31 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(if ok { 0 } else { 1 })
         }
+        Command::PersonToken {
+            config,
+            nhs,
+            pnc,
+            surname,
+            forename,
+            dob,
+            sex,
+            uprn,
+            dataset,
+            role,
+        } => {
+            let who = agent::person_token::PersonIdentifiers {
+                nhs,
+                pnc,
+                surname,
+                forename,
+                dob,
+                sex,
+                uprn,
+            };
+            let choice = agent::person_token::RecipeChoice { dataset, role };
+            person_token(&config, &who, &choice)?;
+            Ok(0)
+        }
         Command::Synth {
             agency,
             persons,
@@ -169,6 +232,31 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn person_token(
+    config: &std::path::Path,
+    who: &agent::person_token::PersonIdentifiers,
+    choice: &agent::person_token::RecipeChoice,
+) -> Result<()> {
+    use agent::person_token::{CatalogSource, load_catalog, person_tokens};
+    let cfg = AgentConfig::load(config)?;
+    let key = cfg.linkage_key()?;
+    let (catalog, source) = load_catalog(&cfg)?;
+    if source == CatalogSource::Embedded {
+        eprintln!(
+            "note: no catalog cached under {} yet (run `agent check`); using the catalog built into this agent",
+            cfg.state_dir.display()
+        );
+    }
+    let outcome = person_tokens(&catalog, &cfg, &key, who, choice)?;
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
+    for t in &outcome.tokens {
+        println!("{t}");
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

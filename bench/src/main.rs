@@ -1,6 +1,9 @@
 //! `bench`: measures the gateway's durable ingest end to end (the real `gateway` binary over
 //! mutual TLS) against two baselines in one run: a bare tonic server over the same TLS that only
-//! counts records, and raw sled 0.34 inserts of the same records.
+//! counts records, and raw sled 0.34 inserts of the same records. `bench policy`, `bench audit`
+//! and `bench extract` measure policy decisions, the audit log and linked extracts, each beside
+//! its limit in the same run; `bench linkage` scores the gateway's exact linkage against the
+//! synthetic data's hidden truth.
 //!
 //! Build both binaries in the same profile first: `cargo build --release -p gateway -p bench`,
 //! then `./target/release/bench ingest --records 200000`.
@@ -8,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod extract;
 mod ingest;
+mod linkage;
 mod policy;
 mod procfs;
 mod workload;
@@ -57,6 +62,49 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A linked record extract of stored records to CSV (first with the linker built from the
+    /// store, then in step) vs reading the records and writing CSV with no policy or linkage.
+    Extract {
+        /// Stored `police_crime` records to extract.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Repeat each measurement this many times and report the median.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Measure in this process instead of one child process per measurement (peak RSS then
+        /// includes building the store).
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// One measurement of `bench extract` in its own process (run by `bench extract`).
+    #[command(hide = true)]
+    ExtractWorker {
+        /// The store's data directory.
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Directory for the audit log, the release registry and spools.
+        #[arg(long)]
+        work: std::path::PathBuf,
+        /// What to measure.
+        #[arg(long, value_enum)]
+        scenario: extract::Scenario,
+        /// Agreements directory (default: the compiled-in agreements).
+        #[arg(long)]
+        policy_dir: Option<std::path::PathBuf>,
+    },
+    /// Exact linkage of synthetic source data of all five agencies scored against the hidden
+    /// truth: pairwise precision, recall and F1, overall and per agency pair.
+    Linkage {
+        /// Size of the synthetic population.
+        #[arg(long, default_value_t = 1000)]
+        persons: usize,
+        /// Random seed of the population and exports.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rows per dataset (default: realistic volumes for the population over one year).
+        #[arg(long)]
+        rows: Option<usize>,
+    },
     /// Durable audit appends (1, 8, 64 writers) and offline verification vs raw SHA-256.
     Audit {
         /// Appends per measurement with 8 and 64 writers (a tenth of it with 1 writer).
@@ -83,6 +131,22 @@ fn main() -> std::process::ExitCode {
             sled_variants,
         } => run_ingest(records, batch, &dataset, runs, sled_variants),
         Command::Policy { records, runs } => policy::run(records, runs),
+        Command::Extract {
+            records,
+            runs,
+            in_process,
+        } => extract::run(records, runs, in_process).map(|_| ()),
+        Command::ExtractWorker {
+            data,
+            work,
+            scenario,
+            policy_dir,
+        } => extract::run_worker(&data, &work, scenario, policy_dir),
+        Command::Linkage {
+            persons,
+            seed,
+            rows,
+        } => linkage::run(persons, seed, rows),
         Command::Audit {
             appends,
             verify_entries,

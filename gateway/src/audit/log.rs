@@ -96,6 +96,9 @@ struct Inner {
     failure: Mutex<Option<String>>,
     /// The latest persisted checkpoint.
     persisted: Mutex<Option<SignedCheckpoint>>,
+    /// Test fault: the writer refuses this many more jobs, writing nothing.
+    #[cfg(test)]
+    fail_next: std::sync::atomic::AtomicUsize,
 }
 
 struct Job {
@@ -177,6 +180,8 @@ impl AuditLog {
             }),
             failure: Mutex::new(None),
             persisted: Mutex::new(persisted),
+            #[cfg(test)]
+            fail_next: std::sync::atomic::AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let writer = Writer {
@@ -325,6 +330,15 @@ impl AuditLog {
     pub fn close(self) {
         drop(self.tx);
     }
+
+    /// Test fault: the writer refuses the next `n` append jobs with
+    /// [`AuditError::Unavailable`], touching neither the file nor the tree.
+    #[cfg(test)]
+    pub(crate) fn fail_next_appends(&self, n: usize) {
+        self.inner
+            .fail_next
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Inner {
@@ -354,6 +368,29 @@ impl Inner {
             *persisted = Some(signed.clone());
         }
         Ok(signed)
+    }
+}
+
+#[cfg(test)]
+impl Inner {
+    /// Answers jobs with the injected fault while [`AuditLog::fail_next_appends`] asks for it.
+    fn refuse_injected(&self, jobs: Vec<Job>) -> Vec<Job> {
+        use std::sync::atomic::Ordering::SeqCst;
+        jobs.into_iter()
+            .filter_map(|j| {
+                let refuse = self
+                    .fail_next
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if !refuse {
+                    return Some(j);
+                }
+                let _ = j
+                    .reply
+                    .send(Err(AuditError::Unavailable("injected test fault".into())));
+                None
+            })
+            .collect()
     }
 }
 
@@ -427,6 +464,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            #[cfg(test)]
+            let mut jobs = self.inner.refuse_injected(jobs);
             if let Err(reason) = self.recover_if_failed() {
                 for j in jobs {
                     let _ = j.reply.send(Err(AuditError::Unavailable(reason.clone())));

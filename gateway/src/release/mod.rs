@@ -537,14 +537,33 @@ impl Releaser {
                     ReleaseError::Build("internal: a dataset has no snapshot".into())
                 })?,
             };
-            files.push(build::write_aggregate(
+            match build::write_aggregate(
                 &self.store,
                 &spool,
                 &part,
                 &settings,
                 &mut links,
                 &mut people,
-            )?);
+            ) {
+                Ok(f) => files.push(f),
+                Err(BuildError::Disclosure(e)) => {
+                    // Fails closed: the table is refused as a decision, audited, not retried.
+                    let message = format!(
+                        "disclosure control cannot protect this table ({e}); count by fewer or coarser fields"
+                    );
+                    let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
+                    entry.reason = Some(format!("unprotectable-table: {message}"));
+                    entry.datasets = vec![ds.clone()];
+                    entry.agreement = Some(decided.agreement.clone());
+                    let seq = self.audit.append_blocking(vec![entry])?;
+                    return Err(ReleaseError::Denied {
+                        rule: "unprotectable-table",
+                        message,
+                        audit_entry: seq.first().copied(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         drop(links);
         let fields = decided
@@ -787,3 +806,6 @@ impl Drop for Spool {
 fn new_release_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
+
+#[cfg(test)]
+mod tests;
