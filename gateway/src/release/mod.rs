@@ -407,20 +407,14 @@ impl Releaser {
         )?;
         let purpose = decided.purpose;
         let settings = Settings::from(&purpose.disclosure);
-        let release_id = new_release_id();
-        let spool = self.registry.spool_dir(&release_id);
-        std::fs::create_dir_all(&spool)?;
-        let guard = Spool(Some(spool.clone()));
-        let link_key = Self::link_key(purpose)?;
-        // The records released are fixed first; the linker is then brought up to (at least)
-        // the same moment, so every released person role has a cluster.
-        let mut snapshots = decided
-            .parts
-            .iter()
-            .map(|(ds, _, _)| self.store.snapshot(&[ds.as_str()], 0))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter();
-        let locked = self.links.synced(&link_key)?;
+        let Started {
+            release_id,
+            spool,
+            guard,
+            link_key,
+            mut snapshots,
+            locked,
+        } = self.start(&decided)?;
         let mut links = locked.lock();
         let keys = self
             .key
@@ -455,17 +449,8 @@ impl Releaser {
             )?);
         }
         drop(links);
-        let fields = decided
-            .parts
-            .iter()
-            .flat_map(|(ds, _, plan)| {
-                plan.columns
-                    .iter()
-                    .map(move |c| format!("{ds}.{}:{}", c.name, c.transform().name()))
-            })
-            .collect();
         self.seal(
-            decided, who, actor, release_id, "extract", files, people, link_key, fields, now, guard,
+            decided, who, actor, release_id, "extract", files, people, link_key, now, guard,
         )
     }
 
@@ -503,20 +488,14 @@ impl Releaser {
         )?;
         let purpose = decided.purpose;
         let settings = Settings::from(&purpose.disclosure);
-        let release_id = new_release_id();
-        let spool = self.registry.spool_dir(&release_id);
-        std::fs::create_dir_all(&spool)?;
-        let guard = Spool(Some(spool.clone()));
-        let link_key = Self::link_key(purpose)?;
-        // The records released are fixed first; the linker is then brought up to (at least)
-        // the same moment, so every released person role has a cluster.
-        let mut snapshots = decided
-            .parts
-            .iter()
-            .map(|(ds, _, _)| self.store.snapshot(&[ds.as_str()], 0))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter();
-        let locked = self.links.synced(&link_key)?;
+        let Started {
+            release_id,
+            spool,
+            guard,
+            link_key,
+            mut snapshots,
+            locked,
+        } = self.start(&decided)?;
         let mut links = locked.lock();
         let mut people = PeopleSeen::new();
         let mut files = Vec::new();
@@ -566,15 +545,6 @@ impl Releaser {
             }
         }
         drop(links);
-        let fields = decided
-            .parts
-            .iter()
-            .flat_map(|(ds, _, plan)| {
-                plan.columns
-                    .iter()
-                    .map(move |c| format!("{ds}.{}:{}", c.name, c.transform().name()))
-            })
-            .collect();
         self.seal(
             decided,
             who,
@@ -584,10 +554,35 @@ impl Releaser {
             files,
             people,
             link_key,
-            fields,
             now,
             guard,
         )
+    }
+
+    /// Opens a release: its id and spool folder, the records it reads (fixed first) and the
+    /// purpose's linker brought up to (at least) the same moment, so every released person role
+    /// has a cluster.
+    fn start(&self, decided: &Decided<'_>) -> Result<Started, ReleaseError> {
+        let release_id = new_release_id();
+        let spool = self.registry.spool_dir(&release_id);
+        std::fs::create_dir_all(&spool)?;
+        let guard = Spool(Some(spool.clone()));
+        let link_key = Self::link_key(decided.purpose)?;
+        let snapshots = decided
+            .parts
+            .iter()
+            .map(|(ds, _, _)| self.store.snapshot(&[ds.as_str()], 0))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let locked = self.links.synced(&link_key)?;
+        Ok(Started {
+            release_id,
+            spool,
+            guard,
+            link_key,
+            snapshots,
+            locked,
+        })
     }
 
     /// Registers the people, writes the audit entry, then the manifest.
@@ -602,10 +597,19 @@ impl Releaser {
         files: Vec<FileStats>,
         people: PeopleSeen,
         link_key: LinkKey,
-        fields: Vec<String>,
         now: OffsetDateTime,
         guard: Spool,
     ) -> Result<Prepared, ReleaseError> {
+        let fields: Vec<String> = decided
+            .parts
+            .iter()
+            .flat_map(|(ds, _, plan)| {
+                plan.columns
+                    .iter()
+                    .map(move |c| format!("{ds}.{}:{}", c.name, c.transform().name()))
+            })
+            .collect();
+
         let purpose = decided.purpose;
         let spool_dir = guard.0.clone().unwrap_or_default();
         let created = crate::audit::entry::rfc3339_millis(now);
@@ -784,6 +788,16 @@ impl Releaser {
             checkpoint: cp.note,
         })
     }
+}
+
+/// A release opened by [`Releaser::start`].
+struct Started {
+    release_id: String,
+    spool: PathBuf,
+    guard: Spool,
+    link_key: LinkKey,
+    snapshots: std::vec::IntoIter<crate::store::Snapshot>,
+    locked: linkset::LockedLinker,
 }
 
 /// Removes a spool folder unless kept.
