@@ -630,3 +630,165 @@ pub fn push(
         &file.display().to_string(),
     ])
 }
+
+/// The audit log's origin in the development configuration (`[audit] origin`).
+pub const AUDIT_ORIGIN: &str = "kingston.skp/audit/v1";
+
+/// `agent synth --shape catalog --agency AGENCY --persons N --seed S --out OUT`: the files it
+/// wrote, by dataset. One population for a seed and size, whatever the agency.
+pub fn synth_catalog(
+    agency: &str,
+    persons: usize,
+    seed: u64,
+    out: &Path,
+) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let o = run_agent(&[
+        "synth",
+        "--shape",
+        "catalog",
+        "--agency",
+        agency,
+        "--persons",
+        &persons.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        &out.display().to_string(),
+    ])?;
+    if !o.status.success() {
+        bail!("agent synth failed: {}", text(&o));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(d, f)| !d.contains(' ') && f.ends_with(".csv"))
+        .map(|(d, f)| (d.to_owned(), PathBuf::from(f)))
+        .collect())
+}
+
+/// [`push`], failing unless the agent reports success.
+pub fn push_ok(
+    pki: &Pki,
+    gw: &GatewayProc,
+    agency: &str,
+    dataset: &str,
+    file: &Path,
+) -> Result<()> {
+    let o = push(pki, gw, agency, dataset, file)?;
+    if !o.status.success() {
+        bail!("agent push of {dataset} as {agency} failed: {}", text(&o));
+    }
+    Ok(())
+}
+
+/// `gateway extract --config CONFIG --gateway URL --agreement A --purpose P EXTRA... --out OUT`
+/// (`config` is a client config: [`Pki::analyst_config`], or another role's to test refusals).
+pub fn run_extract(
+    config: &str,
+    gw: &GatewayProc,
+    agreement: &str,
+    purpose: &str,
+    extra: &[&str],
+    out: &Path,
+) -> Result<Output> {
+    let url = gw.url();
+    let out = out.display().to_string();
+    let mut args = vec![
+        "extract",
+        "--config",
+        config,
+        "--gateway",
+        &url,
+        "--agreement",
+        agreement,
+        "--purpose",
+        purpose,
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    run_gateway(&args)
+}
+
+/// `gateway aggregate --config CONFIG --gateway URL --agreement A --purpose P --dataset D --by BY
+/// --out OUT`.
+pub fn run_aggregate(
+    config: &str,
+    gw: &GatewayProc,
+    agreement: &str,
+    purpose: &str,
+    dataset: &str,
+    by: &str,
+    out: &Path,
+) -> Result<Output> {
+    run_gateway(&[
+        "aggregate",
+        "--config",
+        config,
+        "--gateway",
+        &gw.url(),
+        "--agreement",
+        agreement,
+        "--purpose",
+        purpose,
+        "--dataset",
+        dataset,
+        "--by",
+        by,
+        "--out",
+        &out.display().to_string(),
+    ])
+}
+
+/// `gateway audit verify-release DIR --pubkey <pki>/audit.pub`, with `--online` against `online`
+/// (as the IG officer) when given.
+pub fn verify_release_cli(pki: &Pki, dir: &Path, online: Option<&GatewayProc>) -> Result<Output> {
+    let dir = dir.display().to_string();
+    let pubkey = pki.path().join("audit.pub").display().to_string();
+    let config = pki.auditor_config();
+    let mut args = vec!["audit", "verify-release", &dir, "--pubkey", &pubkey];
+    let url;
+    if let Some(gw) = online {
+        url = gw.url();
+        args.extend(["--online", "--config", &config, "--gateway", &url]);
+    }
+    run_gateway(&args)
+}
+
+/// The PKI's audit verifier key (`audit.pub`), parsed as `gateway audit verify-release` does.
+pub fn audit_verifier_key(pki: &Pki) -> Result<skp_core::checkpoint::VerifierKey> {
+    let text =
+        gateway::audit::client::read_pubkey(&pki.path().join("audit.pub").display().to_string())?;
+    skp_core::checkpoint::VerifierKey::parse(&text).map_err(|e| anyhow!("audit.pub: {e}"))
+}
+
+/// `agent person-token --config <agency config> ARGS...`: the `KIND:HEX` lines it printed.
+pub fn person_tokens(pki: &Pki, agency: &str, args: &[&str]) -> Result<Vec<String>> {
+    let config = pki.agent_config(agency).display().to_string();
+    let mut all = vec!["person-token", "--config", &config];
+    all.extend_from_slice(args);
+    let o = run_agent(&all)?;
+    if !o.status.success() {
+        bail!("agent person-token failed: {}", text(&o));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `gateway audit person --config CONFIG --gateway URL --token T1,T2...`.
+pub fn run_audit_person(config: &str, gw: &GatewayProc, tokens: &[String]) -> Result<Output> {
+    run_gateway(&[
+        "audit",
+        "person",
+        "--config",
+        config,
+        "--gateway",
+        &gw.url(),
+        "--token",
+        &tokens.join(","),
+    ])
+}

@@ -258,7 +258,7 @@ impl Releaser {
             .agreement(agreement)
             .and_then(|a| a.purposes.iter().find(|p| p.id == purpose).map(|p| (a, p)));
         if refusal.is_none()
-            && let Some((_, p)) = found
+            && let Some((a, p)) = found
             && output == Output::Records
             && p.output != Output::Records
         {
@@ -269,7 +269,7 @@ impl Releaser {
                         "purpose {purpose} releases aggregate counts only; request a table with `gateway aggregate`"
                     ),
                 },
-                None,
+                Some((a.id.clone(), a.version.clone(), a.sha256.clone())),
             ));
         }
         if refusal.is_none() && datasets.is_empty() {
