@@ -27,7 +27,7 @@ use gateway::policy::decide::Requester;
 use gateway::release::{ExtractRequest, Releaser};
 use gateway::store::{Store, StoreError};
 use sha2::{Digest, Sha256};
-use sharing_proto::v1::value::Kind;
+use skp_core::transform::Cell;
 use skp_core::{Catalog, LinkageKey};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -167,26 +167,39 @@ pub struct Report {
 
 /// Runs the benchmark and prints a table and a JSON report; `in_process` measures in this
 /// process instead of one child per measurement (RSS figures then include earlier phases).
-pub fn run(records: usize, runs: usize, in_process: bool) -> Result<Report> {
+pub fn run(records: usize, runs: usize, in_process: bool, keep: Option<&Path>) -> Result<Report> {
     if records == 0 || runs == 0 {
         bail!("--records and --runs must be at least 1");
     }
     let load_before = crate::loadavg();
-    let scratch = tempfile::Builder::new()
-        .prefix("skp-bench-extract-")
-        .tempdir()?;
+    let temp;
+    let root = match keep {
+        Some(dir) => dir.join(format!("records-{records}")),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("skp-bench-extract-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let scratch = ScratchDir(root);
     let data = scratch.path().join("data");
+    let done = scratch.path().join("built");
     let t0 = Instant::now();
-    let counts = build_store(scratch.path(), &data, records)?;
+    if keep.is_some() && done.exists() {
+        eprintln!("reusing the store in {}", data.display());
+    } else {
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("cannot clear {}", data.display()))?;
+        }
+        let counts = build_store(scratch.path(), &data, records)?;
+        if keep.is_some() {
+            std::fs::write(&done, b"")?;
+        }
+        report_built(&counts, t0.elapsed().as_secs_f64());
+    }
     let setup_secs = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "stored {} {DATASET} records in {setup_secs:.1} s (not timed; {} export rows read, {} refused by the agent, {} duplicates, {} replaced)",
-        thousands(counts.accepted as f64),
-        thousands(counts.rows as f64),
-        counts.agent_rejected,
-        counts.duplicates,
-        counts.replaced
-    );
     let policy_dir = scratch.path().join("policy");
     write_every_agreement(&policy_dir)?;
     let exe = std::env::current_exe().context("cannot find the running bench executable")?;
@@ -226,6 +239,26 @@ pub fn run(records: usize, runs: usize, in_process: bool) -> Result<Report> {
     report.print(load_before, crate::loadavg(), in_process);
     println!("{}", report.json());
     Ok(report)
+}
+
+/// The bench's working directory (a temporary one, or `--keep`'s).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn report_built(counts: &DatasetCounts, secs: f64) {
+    eprintln!(
+        "stored {} {DATASET} records in {secs:.1} s (not timed; {} export rows read, {} refused by the agent, {} duplicates, {} replaced)",
+        thousands(counts.accepted as f64),
+        thousands(counts.rows as f64),
+        counts.agent_rejected,
+        counts.duplicates,
+        counts.replaced
+    );
 }
 
 /// Runs one measurement in a child process and reads its JSON report.
@@ -385,23 +418,21 @@ fn limit_pass(store: &Store, work: &Path) -> Result<Pass> {
     let mut cell = String::new();
     let mut rows = 0u64;
     snap.for_each(&mut reader, |_, rec| -> Result<(), LimitError> {
-        if let Some(r) = &rec.record {
-            for v in &r.values {
-                cell.clear();
-                match &v.kind {
-                    Some(Kind::Text(s) | Kind::Date(s) | Kind::Datetime(s)) => cell.push_str(s),
-                    Some(Kind::Int(i)) => {
-                        let _ = write!(cell, "{i}");
-                    }
-                    Some(Kind::Flag(b)) => cell.push_str(if *b { "true" } else { "false" }),
-                    Some(Kind::Set(s)) => cell.push_str(&s.items.join(";")),
-                    None => {}
+        for v in &rec.values {
+            cell.clear();
+            match v {
+                Cell::Text(s) | Cell::Date(s) | Cell::Datetime(s) => cell.push_str(s),
+                Cell::Int(i) => {
+                    let _ = write!(cell, "{i}");
                 }
-                w.write_field(cell.as_bytes())?;
+                Cell::Flag(b) => cell.push_str(if *b { "true" } else { "false" }),
+                Cell::Set(s) => cell.push_str(&s.join(";")),
+                Cell::Missing => {}
             }
-            w.write_record(None::<&[u8]>)?;
-            rows += 1;
+            w.write_field(cell.as_bytes())?;
         }
+        w.write_record(None::<&[u8]>)?;
+        rows += 1;
         Ok(())
     })?;
     let h = w.into_inner().map_err(|e| e.into_error())?;
@@ -428,7 +459,7 @@ fn read_only_pass(store: &Store) -> Result<f64> {
     let mut reader = store.reader();
     let mut values = 0usize;
     snap.for_each(&mut reader, |_, rec| -> Result<(), StoreError> {
-        values += rec.record.map_or(0, |r| r.values.len());
+        values += rec.values.len();
         Ok(())
     })?;
     std::hint::black_box(values);
@@ -976,7 +1007,7 @@ mod tests {
     #[test]
     fn small_extract_runs_every_scenario_in_process() -> Result<()> {
         let records = 2000;
-        let report = run(records, 1, true)?;
+        let report = run(records, 1, true, None)?;
         let get = |s: Scenario| {
             report
                 .workers

@@ -210,7 +210,7 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
                     continue;
                 }
             };
-            if let Some(k) = SourceKey::of(ds, &rec) {
+            if let Some(k) = SourceKey::of(ds, &rec.record_key, &rec.content_hash) {
                 lines.entry(k).or_insert(rec.source_line);
             }
             batch.push(rec);
@@ -270,16 +270,13 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
     let snap = store.snapshot(&[], 0)?;
     let mut reader = store.reader();
     snap.for_each(&mut reader, |seq, rec| -> Result<(), StoreError> {
-        let Some(r) = &rec.record else {
-            return Ok(());
-        };
-        let agency = agency_index(&rec.agency);
+        let agency = agency_index(rec.agency);
         let line = catalog
-            .dataset(&rec.dataset)
-            .and_then(|ds| SourceKey::of(ds, r))
+            .dataset(rec.dataset)
+            .and_then(|ds| SourceKey::of(ds, rec.record_key, rec.content_hash))
             .and_then(|k| lines.get(&k).copied());
-        let roles = line.and_then(|l| truth.get(&(rec.dataset.clone(), l)));
-        for (i, p) in r.persons.iter().enumerate() {
+        let roles = line.and_then(|l| truth.get(&(rec.dataset.to_owned(), l)));
+        for (i, p) in rec.persons.iter().enumerate() {
             let mut same_role = roles
                 .into_iter()
                 .flatten()
@@ -360,11 +357,11 @@ struct SourceKey {
 }
 
 impl SourceKey {
-    fn of(ds: &Dataset, rec: &Record) -> Option<Self> {
+    fn of(ds: &Dataset, record_key: &[u8], content_hash: &[u8]) -> Option<Self> {
         Some(Self {
             dataset: ds.name.to_string(),
-            record_key: rec.record_key.as_slice().try_into().ok()?,
-            content_hash: rec.content_hash.as_slice().try_into().ok()?,
+            record_key: record_key.try_into().ok()?,
+            content_hash: content_hash.try_into().ok()?,
         })
     }
 }

@@ -75,6 +75,10 @@ enum Command {
         /// includes building the store).
         #[arg(long)]
         in_process: bool,
+        /// Keep the store (and the bench agreement) in this directory and reuse it on later
+        /// runs with the same --records, instead of building it in a temporary directory.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
     },
     /// One measurement of `bench extract` in its own process (run by `bench extract`).
     #[command(hide = true)]
@@ -135,7 +139,8 @@ fn main() -> std::process::ExitCode {
             records,
             runs,
             in_process,
-        } => extract::run(records, runs, in_process).map(|_| ()),
+            keep,
+        } => extract::run(records, runs, in_process, keep.as_deref()).map(|_| ()),
         Command::ExtractWorker {
             data,
             work,

@@ -16,6 +16,7 @@ pub mod pbconvert;
 pub mod token;
 pub mod toml_file;
 pub mod transform;
+pub mod wire;
 
 pub use catalog::{Catalog, CatalogError, Dataset, Field, FieldClass, FieldType};
 pub use ids::{AgencyId, DatasetName, FieldName, TRUST_DOMAIN};

@@ -111,7 +111,89 @@ pub enum Cell<'a> {
     /// `YYYY-MM-DDTHH:MM[:SS]`.
     Datetime(&'a str),
     /// Set items in stored order.
-    Set(&'a [String]),
+    Set(SetItems<'a>),
+}
+
+/// The items of a set cell: decoded strings, or a `sharing.v1.StringSet` still in its wire
+/// encoding (read lazily; see [`SetItems::encoded`]). Equal when the items are.
+#[derive(Clone, Copy)]
+pub struct SetItems<'a>(SetRepr<'a>);
+
+#[derive(Clone, Copy)]
+enum SetRepr<'a> {
+    Decoded(&'a [String]),
+    Encoded(&'a [u8]),
+}
+
+impl<'a> SetItems<'a> {
+    /// Items already decoded.
+    pub fn decoded(items: &'a [String]) -> Self {
+        Self(SetRepr::Decoded(items))
+    }
+
+    /// The encoded `StringSet` message `bytes`, checked: fails unless every field is
+    /// well-formed and every item (field 1) is UTF-8, so iteration later cannot fail.
+    pub fn encoded(bytes: &'a [u8]) -> Result<Self, crate::wire::WireError> {
+        for f in crate::wire::Fields::new(bytes) {
+            let (n, v) = f?;
+            if n == 1 {
+                v.str()?;
+            }
+        }
+        Ok(Self(SetRepr::Encoded(bytes)))
+    }
+
+    /// The items in stored order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let (decoded, encoded): (&'a [String], &'a [u8]) = match self.0 {
+            SetRepr::Decoded(d) => (d, &[]),
+            SetRepr::Encoded(e) => (&[], e),
+        };
+        decoded.iter().map(String::as_str).chain(
+            crate::wire::Fields::new(encoded)
+                .filter_map(|f| f.ok())
+                .filter(|(n, _)| *n == 1)
+                .filter_map(|(_, v)| v.str().ok()),
+        )
+    }
+
+    /// The items joined by `sep`.
+    pub fn join(&self, sep: &str) -> String {
+        let mut out = String::new();
+        for (i, item) in self.iter().enumerate() {
+            if i > 0 {
+                out.push_str(sep);
+            }
+            out.push_str(item);
+        }
+        out
+    }
+}
+
+impl PartialEq for SetItems<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for SetItems<'_> {}
+
+/// Something a [`Cell`] can be read from: a `sharing.v1.Value` or a cell itself.
+pub trait AsCell {
+    /// The cell.
+    fn as_cell(&self) -> Cell<'_>;
+}
+
+impl AsCell for pb::Value {
+    fn as_cell(&self) -> Cell<'_> {
+        Cell::from(self)
+    }
+}
+
+impl AsCell for Cell<'_> {
+    fn as_cell(&self) -> Cell<'_> {
+        *self
+    }
 }
 
 /// The released cell text, borrowed from the input or a lookup table where possible; `None` when
@@ -438,7 +520,7 @@ impl<'a> From<&'a pb::Value> for Cell<'a> {
             Some(Kind::Flag(b)) => Self::Flag(*b),
             Some(Kind::Date(s)) => Self::Date(s),
             Some(Kind::Datetime(s)) => Self::Datetime(s),
-            Some(Kind::Set(set)) => Self::Set(&set.items),
+            Some(Kind::Set(set)) => Self::Set(SetItems::decoded(&set.items)),
         }
     }
 }

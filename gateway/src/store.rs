@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
+mod view;
+pub use view::{PersonView, RecordView, ViewError, Want};
+
 /// A record as stored: the validated record plus who sent it and when.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredRecord {
@@ -208,12 +211,15 @@ impl State {
     }
     fn add_tokens(&mut self, seq: u64, tokens: &[TypedToken]) {
         for (kind, tok) in tokens {
-            let k = self.token_key(kind, tok);
-            match self.tokens.get_mut(&k) {
-                Some(p) => p.push(seq),
-                None => {
-                    self.tokens.insert(k, Postings::One(seq));
-                }
+            self.add_token(seq, kind, tok);
+        }
+    }
+    fn add_token(&mut self, seq: u64, kind: &str, tok: &[u8; 32]) {
+        let k = self.token_key(kind, tok);
+        match self.tokens.get_mut(&k) {
+            Some(p) => p.push(seq),
+            None => {
+                self.tokens.insert(k, Postings::One(seq));
             }
         }
     }
@@ -516,16 +522,29 @@ impl Snapshot {
         self.removals
     }
 
-    /// Reads every record in sequence order with `reader`, calling `f(seq, record)`. Stops at
-    /// the first error (of reading or of `f`).
+    /// Reads every record in sequence order with `reader`, calling `f(seq, record)` with the
+    /// record read in place (no copy of its values). Stops at the first error (of reading or
+    /// of `f`).
     pub fn for_each<E: From<StoreError>>(
         &self,
         reader: &mut SeqReader,
-        mut f: impl FnMut(u64, StoredRecord) -> Result<(), E>,
+        f: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_some(reader, Want::ALL, f)
+    }
+
+    /// [`Snapshot::for_each`] reading only what `want` asks for of each record.
+    pub fn for_each_some<E: From<StoreError>>(
+        &self,
+        reader: &mut SeqReader,
+        want: Want<'_>,
+        mut f: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         for (seq, loc) in &self.items {
-            let rec = reader.read(*loc)?;
-            f(*seq, rec)?;
+            let body = reader.read(*loc)?;
+            let rec = RecordView::parse_some(body, want)
+                .map_err(|e| StoreError::Corrupt(format!("record {seq} does not decode: {e}")))?;
+            f(*seq, &rec)?;
         }
         Ok(())
     }
@@ -540,7 +559,8 @@ pub struct SeqReader {
 }
 
 impl SeqReader {
-    fn read(&mut self, loc: Loc) -> Result<StoredRecord, StoreError> {
+    /// The body (an encoded [`StoredRecord`]) of the record frame at `loc`, CRC checked.
+    fn read(&mut self, loc: Loc) -> Result<&[u8], StoreError> {
         let offset = u64::from(loc.offset);
         let reopen =
             !matches!(&self.file, Some((seg, _, pos)) if *seg == loc.segment && *pos <= offset);
@@ -583,7 +603,7 @@ impl SeqReader {
                 "frame at {offset} is not a record"
             )));
         }
-        StoredRecord::decode(&self.buf[17..]).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(&self.buf[17..])
     }
 }
 
@@ -938,27 +958,11 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
         segs.push(1);
     }
     let last = *segs.last().unwrap_or(&1);
+    let mut buf = Vec::new();
     for &n in &segs {
         let path = segment_path(dir, n);
-        let mut data = Vec::new();
-        if path.exists() {
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(|e| io_at(&path, e))?;
-        }
-        let mut at = 0usize;
-        let mut valid_end = 0usize;
-        while at + 8 <= data.len() {
-            let len =
-                u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-            let crc = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-            if !(17..=MAX_FRAME).contains(&len) || at + 8 + len > data.len() {
-                break;
-            }
-            let payload = &data[at + 8..at + 8 + len];
-            if crc32fast::hash(payload) != crc {
-                break;
-            }
+        let mut frames = FrameScanner::open(&path)?;
+        while let Some((at, payload)) = frames.next(&mut buf)? {
             let kind = payload[0];
             let seq = u64::from_le_bytes(payload[1..9].try_into().unwrap_or([0; 8]));
             let prior = u64::from_le_bytes(payload[9..17].try_into().unwrap_or([0; 8]));
@@ -975,21 +979,17 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
             });
             match kind {
                 KIND_RECORD => {
-                    let rec = StoredRecord::decode(&payload[17..]).map_err(|e| {
-                        StoreError::Corrupt(format!(
-                            "{}: record {seq} does not decode: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    let (Some(r), id) = (rec.record.as_ref(), st.dataset_id(&rec.dataset)) else {
-                        return Err(StoreError::Corrupt(format!(
-                            "{}: record {seq} is empty",
-                            path.display()
-                        )));
-                    };
-                    let key = <[u8; 32]>::try_from(r.record_key.as_slice())
+                    let rec =
+                        RecordView::parse_some(&payload[17..], Want::PERSONS).map_err(|e| {
+                            StoreError::Corrupt(format!(
+                                "{}: record {seq} does not decode: {e}",
+                                path.display()
+                            ))
+                        })?;
+                    let id = st.dataset_id(rec.dataset);
+                    let key = <[u8; 32]>::try_from(rec.record_key)
                         .map_err(|_| StoreError::Corrupt(format!("record {seq} has a bad key")))?;
-                    let hash = <[u8; 32]>::try_from(r.content_hash.as_slice())
+                    let hash = <[u8; 32]>::try_from(rec.content_hash)
                         .map_err(|_| StoreError::Corrupt(format!("record {seq} has a bad hash")))?;
                     if st
                         .keys
@@ -1004,17 +1004,13 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                     {
                         st.counts[id as usize] += 1;
                     }
-                    let tokens: Vec<(String, [u8; 32])> = r
-                        .persons
-                        .iter()
-                        .flat_map(|p| &p.tokens)
-                        .filter_map(|t| {
-                            <[u8; 32]>::try_from(t.token.as_slice())
-                                .ok()
-                                .map(|b| (t.kind.clone(), b))
-                        })
-                        .collect();
-                    st.add_tokens(seq, &tokens);
+                    for p in &rec.persons {
+                        for (kind, token) in p.tokens() {
+                            if let Ok(t) = <&[u8; 32]>::try_from(token) {
+                                st.add_token(seq, kind, t);
+                            }
+                        }
+                    }
                 }
                 KIND_TOMBSTONE => {
                     let body = &payload[17..];
@@ -1043,22 +1039,21 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                     )));
                 }
             }
-            at += 8 + len;
-            valid_end = at;
         }
-        if valid_end < data.len() {
+        let (valid_end, len) = (frames.valid_end, frames.len);
+        if valid_end < len {
             if n != last {
                 return Err(StoreError::Corrupt(format!(
                     "{}: bad frame at byte {valid_end} in a segment that is not the last; refusing to start",
                     path.display()
                 )));
             }
-            tracing::warn!(segment = %path.display(), cut_bytes = data.len() - valid_end, "cutting a torn tail off the record log (an unacknowledged write)");
+            tracing::warn!(segment = %path.display(), cut_bytes = len - valid_end, "cutting a torn tail off the record log (an unacknowledged write)");
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(|e| io_at(&path, e))?;
-            f.set_len(valid_end as u64).map_err(|e| io_at(&path, e))?;
+            f.set_len(valid_end).map_err(|e| io_at(&path, e))?;
             f.sync_all().map_err(|e| io_at(&path, e))?;
         }
     }
@@ -1071,6 +1066,62 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
     let len = file.metadata().map_err(|e| io_at(&path, e))?.len();
     fsync_dir(dir)?;
     Ok((file, last, len))
+}
+
+/// Reads a segment's frames in order through one buffer: the whole segment is never held in
+/// memory. Stops at the first frame that is cut short, too long or fails its CRC; `valid_end`
+/// is then where the good frames end.
+struct FrameScanner {
+    file: Option<std::io::BufReader<File>>,
+    path: PathBuf,
+    at: u64,
+    valid_end: u64,
+    len: u64,
+}
+
+impl FrameScanner {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let (file, len) = if path.exists() {
+            let f = File::open(path).map_err(|e| io_at(path, e))?;
+            let len = f.metadata().map_err(|e| io_at(path, e))?.len();
+            (Some(std::io::BufReader::with_capacity(1 << 20, f)), len)
+        } else {
+            (None, 0)
+        };
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            at: 0,
+            valid_end: 0,
+            len,
+        })
+    }
+
+    /// The next good frame: its offset and payload (in `buf`).
+    fn next<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Option<(u64, &'b [u8])>, StoreError> {
+        let Some(r) = self.file.as_mut() else {
+            return Ok(None);
+        };
+        if self.at + 8 > self.len {
+            return Ok(None);
+        }
+        let mut head = [0u8; 8];
+        r.read_exact(&mut head).map_err(|e| io_at(&self.path, e))?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if !(17..=MAX_FRAME).contains(&len) || self.at + 8 + len as u64 > self.len {
+            return Ok(None);
+        }
+        buf.resize(len, 0);
+        r.read_exact(buf).map_err(|e| io_at(&self.path, e))?;
+        if crc32fast::hash(buf) != crc {
+            return Ok(None);
+        }
+        let at = self.at;
+        self.at += 8 + len as u64;
+        self.valid_end = self.at;
+        Ok(Some((at, buf.as_slice())))
+    }
 }
 
 fn half(h: &[u8; 32]) -> [u8; 16] {

@@ -6,7 +6,7 @@ use super::linkset::LinkState;
 use crate::disclosure::{self, Cell as DCell, Settings, Table};
 use crate::linkage::{ClusterId, ReleaseKeys};
 use crate::policy::apply::ReleasePlan;
-use crate::store::{Snapshot, Store, StoreError, StoredRecord};
+use crate::store::{Snapshot, Store, StoreError, Want};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -196,22 +196,6 @@ fn finish(
     Ok(())
 }
 
-/// Key of a quasi-identifier class: the released values, unit-separated, `\u{1e}` for empty.
-fn class_key(cells: &[Option<std::borrow::Cow<'_, str>>], qi: &[usize], out: &mut String) {
-    out.clear();
-    for &i in qi {
-        match cells.get(i).and_then(|c| c.as_deref()) {
-            Some(v) => out.push_str(v),
-            None => out.push('\u{1e}'),
-        }
-        out.push('\u{1f}');
-    }
-}
-
-fn values(rec: &StoredRecord) -> &[sharing_proto::v1::Value] {
-    rec.record.as_ref().map_or(&[], |r| r.values.as_slice())
-}
-
 /// Writes one dataset of an extract to `dir/<dataset>.csv`: rows the filter admits, person id
 /// columns first (`<role>_person_id`), then the released columns; rows whose quasi-identifier
 /// class has fewer than `k` rows are suppressed (a first pass counts the classes).
@@ -239,17 +223,26 @@ pub fn write_extract(
     let ncols = part.plan.columns.len();
     let mut withheld = Vec::new();
     let mut key = String::new();
-    // Pass 1: class sizes (k-anonymity). With k <= 1 every row is kept.
+    let mask = part.plan.value_mask();
+    // Pass 1: class sizes (k-anonymity), reading only the filter's fields and the
+    // quasi-identifiers. With k <= 1 every row is kept. With no quasi-identifier released,
+    // every admitted row is in one class: with no filter its size is the snapshot's.
     let mut classes: HashMap<String, u64> = HashMap::new();
-    if k > 1 {
+    let one_class = part.qi.is_empty() && !part.plan.has_filter();
+    if k > 1 && one_class {
+        classes.insert(String::new(), part.snapshot.len() as u64);
+    } else if k > 1 {
         let mut reader = store.reader();
+        let count_mask = part.plan.value_mask_of(&part.qi);
+        let want = Want {
+            persons: false,
+            values: Some(&count_mask),
+        };
         part.snapshot
-            .for_each(&mut reader, |_, rec| -> Result<(), BuildError> {
-                let v = values(&rec);
+            .for_each_some(&mut reader, want, |_, rec| -> Result<(), BuildError> {
+                let v = rec.values.as_slice();
                 if part.plan.admits(v) {
-                    let mut cells = Vec::with_capacity(ncols);
-                    part.plan.apply(v, &mut cells, &mut withheld);
-                    class_key(&cells, &part.qi, &mut key);
+                    part.plan.class_key(v, &part.qi, &mut key);
                     match classes.get_mut(key.as_str()) {
                         Some(n) => *n += 1,
                         None => {
@@ -257,7 +250,6 @@ pub fn write_extract(
                         }
                     }
                 }
-                withheld.clear();
                 Ok(())
             })?;
     }
@@ -265,17 +257,20 @@ pub fn write_extract(
     let mut w = csv_writer(&dir.join(&name))?;
     w.write_record(&stats.columns)?;
     let mut reader = store.reader();
-    let mut row: Vec<String> = Vec::new();
+    let want = Want {
+        persons: true,
+        values: Some(&mask),
+    };
     part.snapshot
-        .for_each(&mut reader, |seq, rec| -> Result<(), BuildError> {
-            let v = values(&rec);
+        .for_each_some(&mut reader, want, |seq, rec| -> Result<(), BuildError> {
+            let v = rec.values.as_slice();
             if !part.plan.admits(v) {
                 return Ok(());
             }
             let mut cells = Vec::with_capacity(ncols);
             part.plan.apply(v, &mut cells, &mut withheld);
             if k > 1 {
-                class_key(&cells, &part.qi, &mut key);
+                part.plan.class_key(v, &part.qi, &mut key);
                 if classes.get(key.as_str()).copied().unwrap_or(0) < k {
                     stats.suppressed_rows += 1;
                     withheld.clear();
@@ -284,30 +279,26 @@ pub fn write_extract(
             }
             stats.withheld_cells += withheld.len() as u64;
             withheld.clear();
-            row.clear();
-            let agency = people.agency(&rec.agency);
-            let persons = rec
-                .record
-                .as_ref()
-                .map_or(&[][..], |r| r.persons.as_slice());
+            let agency = people.agency(rec.agency);
             for role in part.persons {
-                let id = persons
+                let id = rec
+                    .persons
                     .iter()
-                    .position(|p| &p.role == role)
+                    .position(|p| p.role == role)
                     .and_then(|i| links.cluster(seq, i));
                 match id {
                     Some(c) => {
                         people.see(c, agency);
-                        row.push(keys.person_id(c).as_str().to_owned());
+                        w.write_field(keys.person_id(c).as_str())?;
                     }
-                    None => row.push(String::new()),
+                    None => w.write_field("")?,
                 }
             }
             people.end_row();
             for c in &cells {
-                row.push(c.as_deref().unwrap_or("").to_owned());
+                w.write_field(c.as_deref().unwrap_or(""))?;
             }
-            w.write_record(&row)?;
+            w.write_record(None::<&[u8]>)?;
             stats.rows += 1;
             Ok(())
         })?;
@@ -351,9 +342,14 @@ pub fn write_aggregate(
     let mut withheld = Vec::new();
     let mut withheld_cells = 0u64;
     let mut reader = store.reader();
+    let mask = part.plan.value_mask();
+    let want = Want {
+        persons: true,
+        values: Some(&mask),
+    };
     part.snapshot
-        .for_each(&mut reader, |seq, rec| -> Result<(), BuildError> {
-            let v = values(&rec);
+        .for_each_some(&mut reader, want, |seq, rec| -> Result<(), BuildError> {
+            let v = rec.values.as_slice();
             if !part.plan.admits(v) {
                 return Ok(());
             }
@@ -371,8 +367,8 @@ pub fn write_aggregate(
                 "count".to_owned()
             };
             *counts.entry((row, col)).or_default() += 1;
-            let agency = people.agency(&rec.agency);
-            let n = rec.record.as_ref().map_or(0, |r| r.persons.len());
+            let agency = people.agency(rec.agency);
+            let n = rec.persons.len();
             for i in 0..n {
                 if let Some(c) = links.cluster(seq, i) {
                     people.see(c, agency);

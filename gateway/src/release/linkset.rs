@@ -9,7 +9,7 @@
 //! union-find cannot split a cluster.
 
 use crate::linkage::{ClusterId, KindSet, LinkageError, Linker, PersonNode, TokenKind};
-use crate::store::{Store, StoreError, StoredRecord};
+use crate::store::{RecordView, Store, StoreError, Want};
 use skp_core::token::Token;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -124,9 +124,11 @@ impl LockedLinker {
         let mut reader = store.reader();
         let mut tokens = Vec::new();
         let linker = &mut st.linker;
-        snap.for_each(&mut reader, |seq, rec| -> Result<(), LinkSetError> {
-            add_record(linker, seq, &rec, &mut tokens)
-        })?;
+        snap.for_each_some(
+            &mut reader,
+            Want::PERSONS,
+            |seq, rec| -> Result<(), LinkSetError> { add_record(linker, seq, rec, &mut tokens) },
+        )?;
         st.synced = st.synced.max(snap.last_seq());
         st.removals = snap.removals();
         st.built = true;
@@ -138,18 +140,13 @@ impl LockedLinker {
 pub fn add_record(
     linker: &mut Linker,
     seq: u64,
-    rec: &StoredRecord,
+    rec: &RecordView<'_>,
     scratch: &mut Vec<(TokenKind, Token)>,
 ) -> Result<(), LinkSetError> {
-    let Some(r) = &rec.record else {
-        return Ok(());
-    };
-    for (i, p) in r.persons.iter().enumerate() {
+    for (i, p) in rec.persons.iter().enumerate() {
         scratch.clear();
-        for t in &p.tokens {
-            if let (Some(kind), Some(tok)) =
-                (TokenKind::parse(&t.kind), Token::from_slice(&t.token))
-            {
+        for (kind, token) in p.tokens() {
+            if let (Some(kind), Some(tok)) = (TokenKind::parse(kind), Token::from_slice(token)) {
                 scratch.push((kind, tok));
             }
         }
