@@ -1785,7 +1785,6 @@ fn refusals_under_a_known_agreement_carry_its_file_sha256() -> Result<()> {
 }
 
 #[test]
-#[ignore = "bug: a purpose's linker links every person role of every record of its datasets, so REOFF (suspect side only) joins suspects through victims' tokens and SV joins people through crimes its row filter excludes"]
 fn linkage_goes_only_through_granted_rows_and_roles() -> Result<()> {
     let pki = Pki::new()?;
     let mut gw = GatewayProc::start(&pki.gateway_config())?;

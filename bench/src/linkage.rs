@@ -308,7 +308,7 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
         .collect();
     let mut scores = Vec::new();
     for (name, kinds) in KIND_SETS {
-        let set = LinkSet::new(store.clone());
+        let set = LinkSet::new(store.clone(), std::sync::Arc::new(catalog.clone()));
         let key = LinkKey::new(KindSet::of(kinds), datasets.iter().cloned());
         let t = Instant::now();
         let locked = set.synced(&key)?;

@@ -149,6 +149,9 @@ struct State {
     tokens: HashMap<u128, Postings>,
     /// Token kinds by id.
     kinds: Vec<String>,
+    /// Sequence numbers of record versions replaced or withdrawn (their bytes stay in the
+    /// segments).
+    gone: std::collections::HashSet<u64>,
     /// Records replaced or withdrawn since open: a linker built before a change of this counter
     /// may link on tokens of versions that are gone and must be rebuilt.
     removals: u64,
@@ -403,6 +406,41 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Of `seqs` (ascending record sequence numbers), those whose version has since been
+    /// replaced or withdrawn.
+    pub fn gone_among(&self, seqs: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let st = self.inner.state.read().map_err(|_| lock_err())?;
+        let mut out: Vec<u64> = st
+            .gone
+            .iter()
+            .copied()
+            .filter(|g| seqs.binary_search(g).is_ok())
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The record stored under a sequence number, live or not (a replaced or withdrawn
+    /// version's bytes stay in its segment); `None` if the number names no record.
+    pub fn record_any(&self, seq: u64) -> Result<Option<StoredRecord>, StoreError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        let loc = {
+            let st = self.inner.state.read().map_err(|_| lock_err())?;
+            match st.locs.get((seq - 1) as usize) {
+                Some(l) => *l,
+                None => return Ok(None),
+            }
+        };
+        match read_frame_at(&self.inner.dir.join("records"), loc)? {
+            (KIND_RECORD, _, body) if body.len() >= 8 => StoredRecord::decode(&body[8..])
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            _ => Ok(None),
+        }
     }
 
     /// The live record stored under a sequence number.
@@ -688,6 +726,7 @@ impl Writer {
         let mut overlay: HashMap<(u16, [u8; 32]), Option<Live>> = HashMap::new();
         let mut count_delta: HashMap<u16, i64> = HashMap::new();
         let mut removed = 0u64;
+        let mut newly_gone: Vec<u64> = Vec::new();
         let mut new_tokens: Vec<(u64, &[TypedToken])> = Vec::new();
         let mut results = Vec::with_capacity(jobs.len());
         let base = self.seg_len;
@@ -739,6 +778,7 @@ impl Writer {
                             }
                             Some(old) => {
                                 removed += 1;
+                                newly_gone.push(old.seq);
                                 (Outcome::Replaced, old.seq)
                             }
                             None => {
@@ -782,6 +822,7 @@ impl Writer {
                                 key_changes.push(((id, *k), None));
                                 *count_delta.entry(id).or_default() -= 1;
                                 removed += 1;
+                                newly_gone.push(old.seq);
                                 c.withdrawn += 1;
                             }
                             _ => c.not_found += 1,
@@ -846,6 +887,7 @@ impl Writer {
         }
         st.locs.extend(new_locs);
         st.removals += removed;
+        st.gone.extend(newly_gone);
         for (seq, tokens) in new_tokens {
             st.add_tokens(seq, tokens);
         }
@@ -991,18 +1033,17 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                         .map_err(|_| StoreError::Corrupt(format!("record {seq} has a bad key")))?;
                     let hash = <[u8; 32]>::try_from(rec.content_hash)
                         .map_err(|_| StoreError::Corrupt(format!("record {seq} has a bad hash")))?;
-                    if st
-                        .keys
-                        .insert(
-                            (id, key),
-                            Live {
-                                seq,
-                                hash: half(&hash),
-                            },
-                        )
-                        .is_none()
-                    {
-                        st.counts[id as usize] += 1;
+                    match st.keys.insert(
+                        (id, key),
+                        Live {
+                            seq,
+                            hash: half(&hash),
+                        },
+                    ) {
+                        None => st.counts[id as usize] += 1,
+                        Some(old) => {
+                            st.gone.insert(old.seq);
+                        }
                     }
                     for p in &rec.persons {
                         for (kind, token) in p.tokens() {
@@ -1029,6 +1070,7 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                     let id = st.dataset_id(name);
                     if st.keys.get(&(id, key)).is_some_and(|l| l.seq == prior) {
                         st.keys.remove(&(id, key));
+                        st.gone.insert(prior);
                         st.counts[id as usize] = st.counts[id as usize].saturating_sub(1);
                     }
                 }

@@ -366,6 +366,17 @@ impl Linker {
         }
     }
 
+    /// Every added node whose cluster is one of `clusters`.
+    pub fn members(&mut self, clusters: &HashSet<ClusterId>) -> Vec<PersonNode> {
+        let mut out = Vec::new();
+        for slot in 0..self.nodes.len() as u32 {
+            if clusters.contains(&self.cluster_of_slot(slot)) {
+                out.push(self.nodes[slot as usize]);
+            }
+        }
+        out
+    }
+
     /// Approximate heap bytes held (vectors and the token map at capacity).
     pub fn heap_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<PersonNode>()

@@ -248,7 +248,8 @@ impl Disposition {
 }
 
 /// A row condition.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// The field's value is one of these.
     In(String, Vec<String>),

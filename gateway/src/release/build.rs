@@ -44,6 +44,8 @@ pub struct PeopleSeen {
     /// Per released row with people: indices of its people's clusters, `u32::MAX`-terminated.
     row_clusters: Vec<u32>,
     order: Vec<ClusterId>,
+    /// Sequence numbers of rows with a linked person.
+    seqs: Vec<u64>,
     agencies: Vec<String>,
     /// Person roles released.
     pub person_nodes: u64,
@@ -77,15 +79,19 @@ impl PeopleSeen {
         self.row_clusters.push(e.0);
     }
 
-    fn end_row(&mut self) {
+    fn end_row(&mut self, seq: u64) {
         if self.row_clusters.last().is_some_and(|x| *x != u32::MAX) {
             self.row_clusters.push(u32::MAX);
+            self.seqs.push(seq);
         }
     }
 
-    /// The distinct clusters seen.
-    pub fn clusters(&self) -> Vec<ClusterId> {
-        self.order.clone()
+    /// Store sequence numbers of the released rows that showed a linked person, sorted.
+    pub fn seqs(&self) -> Vec<u64> {
+        let mut v = self.seqs.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// (clusters, clusters seen in two or more person roles, clusters seen in two or more
@@ -294,7 +300,7 @@ pub fn write_extract(
                     None => w.write_field("")?,
                 }
             }
-            people.end_row();
+            people.end_row(seq);
             for c in &cells {
                 w.write_field(c.as_deref().unwrap_or(""))?;
             }
@@ -374,7 +380,7 @@ pub fn write_aggregate(
                     people.see(c, agency);
                 }
             }
-            people.end_row();
+            people.end_row(seq);
             Ok(())
         })?;
     let mut rows: Vec<String> = counts.keys().map(|(r, _)| r.clone()).collect();

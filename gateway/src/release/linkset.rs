@@ -1,35 +1,144 @@
-//! The gateway's person clusters for releases: one [`Linker`] per (token kinds, datasets) pair
-//! the purposes use, kept in step with the store.
+//! The gateway's person clusters for releases: one [`Linker`] per linkage scope a purpose is
+//! granted (token kinds; per dataset, the person roles and the rows), kept in step with the
+//! store.
 //!
-//! A linker links only the records of the datasets its purpose releases, on the token kinds the
-//! purpose allows, so a purpose never links through another agency's data it was not granted.
-//! Linkers are built on first use and then kept incrementally: each release first adds the
-//! records stored since the last one (new records only ever join or merge clusters). When the
-//! store has replaced or withdrawn a record since, the linker is rebuilt from the store, because
-//! union-find cannot split a cluster.
+//! A linker links only the person roles a purpose releases, of the rows its filter admits, of
+//! the datasets it is granted, on the token kinds it allows: so a purpose never links two
+//! people through a record, a role or a row it was not granted (a victim's token cannot join
+//! two suspects in a suspects-only purpose; a crime outside a serious-violence filter cannot
+//! join two serious-violence victims). Linkers are built on first use and then kept
+//! incrementally: each release first adds the records stored since the last one (new records
+//! only ever join or merge clusters). When the store has replaced or withdrawn a record since,
+//! the linker is rebuilt from the store, because union-find cannot split a cluster. At most
+//! [`MAX_LINKERS`] are kept; the least recently used beyond that is dropped and rebuilt when
+//! next needed.
 
 use crate::linkage::{ClusterId, KindSet, LinkageError, Linker, PersonNode, TokenKind};
+use crate::policy::apply::ReleasePlan;
+use crate::policy::isa::{Condition, Purpose};
 use crate::store::{RecordView, Store, StoreError, Want};
+use serde::{Deserialize, Serialize};
+use skp_core::Catalog;
 use skp_core::token::Token;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Which linker: the kinds it links on and the datasets whose records it holds (sorted).
+/// Most linkers kept at once (each holds about 50-60 bytes per person role it links).
+pub const MAX_LINKERS: usize = 4;
+
+/// What a linker links in one dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkScope {
+    /// Dataset name.
+    pub dataset: String,
+    /// Person roles linked; `None`: every role.
+    pub roles: Option<Vec<String>>,
+    /// Rows linked: those meeting every condition.
+    pub filter: Vec<Condition>,
+}
+
+/// Which linker: the kinds it links on and, per dataset (sorted by name), what it links.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LinkKey {
     /// Token kinds linked on.
     pub kinds: KindSet,
-    /// Dataset names, sorted and unique.
-    pub datasets: Vec<String>,
+    /// Per dataset, sorted by dataset name, one each.
+    pub scope: Vec<LinkScope>,
 }
 
 impl LinkKey {
-    /// The key of a purpose's `linkage` kinds over `datasets`.
+    /// Every person role of every record of `datasets`, on `kinds` (what a linkage report over
+    /// whole datasets measures).
     pub fn new(kinds: KindSet, datasets: impl IntoIterator<Item = String>) -> Self {
-        let mut datasets: Vec<String> = datasets.into_iter().collect();
-        datasets.sort();
-        datasets.dedup();
-        Self { kinds, datasets }
+        Self::of_scope(
+            kinds,
+            datasets.into_iter().map(|dataset| LinkScope {
+                dataset,
+                roles: None,
+                filter: Vec::new(),
+            }),
+        )
+    }
+
+    /// `scope` sorted by dataset, one per dataset (the first given wins).
+    pub fn of_scope(kinds: KindSet, scope: impl IntoIterator<Item = LinkScope>) -> Self {
+        let mut scope: Vec<LinkScope> = scope.into_iter().collect();
+        for s in &mut scope {
+            if let Some(r) = &mut s.roles {
+                r.sort();
+                r.dedup();
+            }
+        }
+        scope.sort_by(|a, b| a.dataset.cmp(&b.dataset));
+        scope.dedup_by(|a, b| a.dataset == b.dataset);
+        Self { kinds, scope }
+    }
+
+    /// What a purpose is granted: its `linkage` kinds; per dataset, its `persons` roles and its
+    /// row filter.
+    pub fn of_purpose(purpose: &Purpose) -> Result<Self, LinkageError> {
+        let kinds = KindSet::parse(purpose.linkage.iter().map(String::as_str))?;
+        Ok(Self::of_scope(
+            kinds,
+            purpose.datasets.iter().map(|(ds, rule)| LinkScope {
+                dataset: ds.clone(),
+                roles: Some(rule.persons.clone()),
+                filter: rule.filter.clone(),
+            }),
+        ))
+    }
+
+    /// The datasets linked.
+    pub fn datasets(&self) -> impl Iterator<Item = &str> {
+        self.scope.iter().map(|s| s.dataset.as_str())
+    }
+}
+
+/// A key compiled against the catalog: what the store pass checks per record.
+struct Compiled<'k> {
+    names: Vec<&'k str>,
+    /// Per scope entry: its roles and its compiled filter (`None`: the dataset is not in the
+    /// catalog, so no record of it is linked).
+    plans: Vec<(&'k LinkScope, Option<ReleasePlan>)>,
+    mask: Vec<bool>,
+}
+
+impl<'k> Compiled<'k> {
+    fn new(key: &'k LinkKey, catalog: &Catalog) -> Self {
+        let mut mask: Vec<bool> = Vec::new();
+        let plans = key
+            .scope
+            .iter()
+            .map(|s| {
+                let plan = catalog
+                    .dataset(&s.dataset)
+                    .and_then(|ds| ReleasePlan::filter_only(ds, &s.filter).ok());
+                if let Some(p) = &plan {
+                    let m = p.value_mask();
+                    if mask.len() < m.len() {
+                        mask.resize(m.len(), false);
+                    }
+                    for (a, b) in mask.iter_mut().zip(m) {
+                        *a |= b;
+                    }
+                }
+                (s, plan)
+            })
+            .collect();
+        Self {
+            names: key.datasets().collect(),
+            plans,
+            mask,
+        }
+    }
+
+    /// The roles linked of a record, if its row is linked at all.
+    fn admits(&self, rec: &RecordView<'_>) -> Option<&'k LinkScope> {
+        let (scope, plan) = self.plans.iter().find(|(s, _)| s.dataset == rec.dataset)?;
+        plan.as_ref()
+            .filter(|p| p.admits(&rec.values))
+            .map(|_| *scope)
     }
 }
 
@@ -53,44 +162,74 @@ pub enum LinkSetError {
     Linkage(#[from] LinkageError),
 }
 
+/// A kept linker and the tick of its last use.
+type Kept = (u64, Arc<Mutex<LinkState>>);
+
 /// Every linker of the gateway.
 #[derive(Clone)]
 pub struct LinkSet {
     store: Store,
-    sets: Arc<Mutex<HashMap<LinkKey, Arc<Mutex<LinkState>>>>>,
+    catalog: Arc<Catalog>,
+    /// Linkers by key, with the tick of their last use.
+    sets: Arc<Mutex<HashMap<LinkKey, Kept>>>,
+    tick: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LinkSet {
-    /// No linkers yet, over `store`.
-    pub fn new(store: Store) -> Self {
+    /// No linkers yet, over `store` (whose datasets `catalog` describes).
+    pub fn new(store: Store, catalog: Arc<Catalog>) -> Self {
         Self {
             store,
+            catalog,
             sets: Arc::default(),
+            tick: Arc::default(),
         }
     }
 
     /// The linker of `key`, brought up to date with the store; the guard keeps other releases of
     /// the same key waiting while the caller reads clusters.
     pub fn synced(&self, key: &LinkKey) -> Result<LockedLinker, LinkSetError> {
-        let state = {
-            let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-            sets.entry(key.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(LinkState {
-                        linker: Linker::new(key.kinds),
-                        synced: 0,
-                        removals: 0,
-                        built: false,
-                    }))
-                })
-                .clone()
-        };
-        let mut guard = LockedLinker { state };
-        guard.sync(&self.store, key)?;
+        let mut guard = self.entry(key);
+        guard.sync(&self.store, &self.catalog, key)?;
         Ok(guard)
     }
 
-    /// Keys of the linkers built so far.
+    /// The linker of `key` as it stands (created empty if new), not synced: for a caller that
+    /// feeds it in the same pass as other work ([`LockedLinker::sync_with`]).
+    pub fn entry(&self, key: &LinkKey) -> LockedLinker {
+        let now = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        let state = match sets.get_mut(key) {
+            Some((used, st)) => {
+                *used = now;
+                st.clone()
+            }
+            None => {
+                while sets.len() >= MAX_LINKERS {
+                    let Some(oldest) = sets
+                        .iter()
+                        .min_by_key(|(_, (used, _))| *used)
+                        .map(|(k, _)| k.clone())
+                    else {
+                        break;
+                    };
+                    tracing::info!(kinds = ?oldest.kinds, "dropping the least recently used linker");
+                    sets.remove(&oldest);
+                }
+                let st = Arc::new(Mutex::new(LinkState {
+                    linker: Linker::new(key.kinds),
+                    synced: 0,
+                    removals: 0,
+                    built: false,
+                }));
+                sets.insert(key.clone(), (now, st.clone()));
+                st
+            }
+        };
+        LockedLinker { state }
+    }
+
+    /// Keys of the linkers kept now.
     pub fn keys(&self) -> Vec<LinkKey> {
         let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         sets.keys().cloned().collect()
@@ -108,7 +247,12 @@ impl LockedLinker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sync(&mut self, store: &Store, key: &LinkKey) -> Result<(), LinkSetError> {
+    fn sync(
+        &mut self,
+        store: &Store,
+        catalog: &Catalog,
+        key: &LinkKey,
+    ) -> Result<(), LinkSetError> {
         let mut st = self.lock();
         let removals = store.removals();
         if st.built && removals != st.removals {
@@ -119,16 +263,21 @@ impl LockedLinker {
             st.linker = Linker::new(key.kinds);
             st.synced = 0;
         }
-        let names: Vec<&str> = key.datasets.iter().map(String::as_str).collect();
-        let snap = store.snapshot(&names, st.synced)?;
+        let compiled = Compiled::new(key, catalog);
+        let snap = store.snapshot(&compiled.names, st.synced)?;
         let mut reader = store.reader();
         let mut tokens = Vec::new();
         let linker = &mut st.linker;
-        snap.for_each_some(
-            &mut reader,
-            Want::PERSONS,
-            |seq, rec| -> Result<(), LinkSetError> { add_record(linker, seq, rec, &mut tokens) },
-        )?;
+        let want = Want {
+            persons: true,
+            values: Some(&compiled.mask),
+        };
+        snap.for_each_some(&mut reader, want, |seq, rec| -> Result<(), LinkSetError> {
+            match compiled.admits(rec) {
+                Some(scope) => add_record(linker, seq, rec, scope.roles.as_deref(), &mut tokens),
+                None => Ok(()),
+            }
+        })?;
         st.synced = st.synced.max(snap.last_seq());
         st.removals = snap.removals();
         st.built = true;
@@ -136,14 +285,19 @@ impl LockedLinker {
     }
 }
 
-/// Adds every person role of a stored record to `linker`.
+/// Adds the person roles named in `roles` (every role if `None`) of a stored record to
+/// `linker`.
 pub fn add_record(
     linker: &mut Linker,
     seq: u64,
     rec: &RecordView<'_>,
+    roles: Option<&[String]>,
     scratch: &mut Vec<(TokenKind, Token)>,
 ) -> Result<(), LinkSetError> {
     for (i, p) in rec.persons.iter().enumerate() {
+        if roles.is_some_and(|r| !r.iter().any(|x| x == p.role)) {
+            continue;
+        }
         scratch.clear();
         for (kind, token) in p.tokens() {
             if let (Some(kind), Some(tok)) = (TokenKind::parse(kind), Token::from_slice(token)) {

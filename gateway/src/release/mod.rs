@@ -18,7 +18,7 @@ pub mod registry;
 use crate::audit::entry::{Action, Actor, AgreementRef, Decision, Entry};
 use crate::audit::log::{AuditError, AuditLog};
 use crate::disclosure::Settings;
-use crate::linkage::{IdScope, KindSet, ReleaseKey};
+use crate::linkage::{ClusterId, IdScope, PersonNode, ReleaseKey, TokenKind};
 use crate::policy::Policy;
 use crate::policy::apply::ReleasePlan;
 use crate::policy::decide::{self, Denial, Explanation, Request as PolicyRequest, Requester};
@@ -28,6 +28,7 @@ use build::{AggregatePart, BuildError, ExtractPart, FileStats, PeopleSeen};
 use linkset::{LinkKey, LinkSet, LinkSetError};
 use registry::{Registry, ReleaseHeader};
 use skp_core::Catalog;
+use skp_core::token::Token;
 use std::path::PathBuf;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -178,7 +179,7 @@ impl Releaser {
         data_dir: &std::path::Path,
     ) -> std::io::Result<Self> {
         Ok(Self {
-            links: LinkSet::new(store.clone()),
+            links: LinkSet::new(store.clone(), catalog.clone()),
             registry: Registry::open(data_dir)?,
             store,
             audit,
@@ -335,9 +336,7 @@ impl Releaser {
 
     /// The linker key of a purpose: its linkage kinds over its datasets.
     fn link_key(purpose: &Purpose) -> Result<LinkKey, ReleaseError> {
-        let kinds = KindSet::parse(purpose.linkage.iter().map(String::as_str))
-            .map_err(|e| ReleaseError::Build(e.to_string()))?;
-        Ok(LinkKey::new(kinds, purpose.datasets.keys().cloned()))
+        LinkKey::of_purpose(purpose).map_err(|e| ReleaseError::Build(e.to_string()))
     }
 
     /// Makes a record extract of every field the agreement allows (blocking: run it off the
@@ -672,10 +671,9 @@ impl Releaser {
                 .iter()
                 .map(|k| k.as_str().to_owned())
                 .collect(),
-            link_datasets: link_key.datasets.clone(),
+            link_scope: link_key.scope.clone(),
         };
-        let mut cl = people.clusters();
-        self.registry.write_persons(&header, &mut cl)?;
+        self.registry.write_persons(&header, &people.seqs())?;
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let mut entry = Entry::new(actor.clone(), Action::Release, Decision::Allow);
         entry.datasets = header.datasets.clone();
@@ -717,15 +715,20 @@ impl Releaser {
     }
 
     /// The registered releases that included the person carrying any of `tokens` (kind, token),
-    /// and how many stored records carry them. A release included the person when one of its
-    /// released people is, by the linkage of that release's purpose as it stands now, in the
-    /// same cluster as a record carrying a token (so later records that linked the person
-    /// count too). Tokens of records outside a release's datasets find nothing there: pass
-    /// every token the agency can compute for the person.
+    /// and how many stored records carry them.
+    ///
+    /// A release included the person when one of the linked person roles of its released rows
+    /// is, by the linkage of that release's purpose as it stands now, the person: in the same
+    /// cluster as a role carrying one of the tokens (so later records that linked the person
+    /// count too). A released record since replaced or withdrawn is read from the segment that
+    /// keeps its bytes and counts through its own tokens. Tokens of records outside a release's
+    /// linked roles and rows find nothing there: pass every token the agency can compute for
+    /// the person.
     pub fn person_releases(
         &self,
         tokens: &[(String, [u8; 32])],
     ) -> Result<(u64, Vec<registry::Registered>), ReleaseError> {
+        // The person's roles among live records: (seq, role index).
         let mut nodes = Vec::new();
         let mut records = std::collections::BTreeSet::new();
         for (kind, tok) in tokens {
@@ -739,32 +742,51 @@ impl Releaser {
                     .map_or(&[][..], |r| r.persons.as_slice());
                 for (i, p) in persons.iter().enumerate() {
                     if p.tokens.iter().any(|t| &t.kind == kind && t.token == tok) {
-                        nodes.push((seq, i));
+                        nodes.push(PersonNode::new(seq, i as u32));
                         records.insert(seq);
                     }
                 }
             }
         }
+        let given: Vec<(TokenKind, Token)> = tokens
+            .iter()
+            .filter_map(|(k, t)| Some((TokenKind::parse(k)?, Token(*t))))
+            .collect();
         let mut out = Vec::new();
-        if nodes.is_empty() {
-            return Ok((0, out));
-        }
         for reg in self.registry.list()? {
-            let locked = self.links.synced(&reg.header.link_key())?;
+            let key = reg.header.link_key();
+            let locked = self.links.synced(&key)?;
             let mut st = locked.lock();
-            let targets: std::collections::HashSet<_> = nodes
-                .iter()
-                .filter_map(|(s, i)| st.cluster(*s, *i))
-                .collect();
-            if targets.is_empty() {
+            let linker = &mut st.linker;
+            let mut targets: std::collections::HashSet<ClusterId> =
+                nodes.iter().filter_map(|n| linker.cluster(*n)).collect();
+            targets.extend(
+                given
+                    .iter()
+                    .filter_map(|(k, t)| linker.cluster_of_token(*k, t)),
+            );
+            let released = reg.seqs()?;
+            if released.is_empty() {
                 continue;
             }
-            let clusters = reg.clusters()?;
-            if clusters.iter().any(|c| {
-                st.linker
-                    .cluster(c.0)
-                    .is_some_and(|now| targets.contains(&now))
-            }) {
+            let mut included = !targets.is_empty()
+                && linker
+                    .members(&targets)
+                    .iter()
+                    .any(|n| released.binary_search(&n.seq).is_ok());
+            if !included {
+                // Released records since replaced or withdrawn: their own tokens.
+                for seq in self.store.gone_among(&released)? {
+                    let Some(rec) = self.store.record_any(seq)? else {
+                        continue;
+                    };
+                    if gone_record_matches(&rec, &key, &given, &targets, linker) {
+                        included = true;
+                        break;
+                    }
+                }
+            }
+            if included {
                 out.push(reg);
             }
         }
@@ -788,6 +810,36 @@ impl Releaser {
             checkpoint: cp.note,
         })
     }
+}
+
+/// Whether a replaced or withdrawn released record showed the person: one of its linked roles
+/// carries a given token, or a token of a kind the linker links on that now belongs to one of
+/// the person's clusters.
+fn gone_record_matches(
+    rec: &crate::store::StoredRecord,
+    key: &LinkKey,
+    given: &[(TokenKind, Token)],
+    targets: &std::collections::HashSet<ClusterId>,
+    linker: &mut crate::linkage::Linker,
+) -> bool {
+    let Some(scope) = key.scope.iter().find(|s| s.dataset == rec.dataset) else {
+        return false;
+    };
+    let persons = rec
+        .record
+        .as_ref()
+        .map_or(&[][..], |r| r.persons.as_slice());
+    persons
+        .iter()
+        .filter(|p| scope.roles.as_ref().is_none_or(|r| r.contains(&p.role)))
+        .flat_map(|p| &p.tokens)
+        .filter_map(|t| Some((TokenKind::parse(&t.kind)?, Token::from_slice(&t.token)?)))
+        .any(|(k, t)| {
+            given.contains(&(k, t))
+                || linker
+                    .cluster_of_token(k, &t)
+                    .is_some_and(|c| targets.contains(&c))
+        })
 }
 
 /// A release opened by [`Releaser::start`].

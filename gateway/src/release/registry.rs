@@ -2,18 +2,22 @@
 //! data" (a subject access request, a breach) without anyone seeing the data.
 //!
 //! For each release, `data/releases/<release id>.persons` holds a JSON header line (release id,
-//! kind, agreement, purpose, requester, time, datasets, the linker's token kinds and datasets)
-//! and then the sorted 12-byte cluster ids of the people whose rows were released. It is made
-//! durable before the release's audit entry is written; `<release id>.entry` (the audit entry
-//! index) after. A `.persons` file without its `.entry` is a release whose entry was never
-//! written (the gateway stopped in between, or the audit log refused it): nothing was sent, so
-//! it is ignored and removed at start-up.
+//! kind, agreement, purpose, requester, time, datasets, the linkage scope: token kinds and, per
+//! dataset, the roles and rows linked) and then the store sequence numbers of the released rows
+//! that showed a linked person, ascending, each as the LEB128 varint of its difference from the
+//! one before (one or two bytes a row for a large release). The people a release included are
+//! the linked person roles of those records: the scope names them. It is made durable before
+//! the release's audit entry is written; `<release id>.entry` (the audit entry index) after. A
+//! `.persons` file without its `.entry` is a release whose entry was never written (the gateway
+//! stopped in between, or the audit log refused it): nothing was sent, so it is ignored and
+//! removed at start-up.
 //!
-//! Holds no token and no field value: cluster ids name stored records and never leave the
-//! gateway.
+//! Holds no token and no field value: sequence numbers name stored records and never leave the
+//! gateway. A registered record later replaced or withdrawn is still read from the segment
+//! that holds it (the store keeps every version's bytes), so the release stays findable.
 
-use super::linkset::LinkKey;
-use crate::linkage::{ClusterId, KindSet, PersonNode, TokenKind};
+use super::linkset::{LinkKey, LinkScope};
+use crate::linkage::{KindSet, TokenKind};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,21 +44,21 @@ pub struct ReleaseHeader {
     pub time: String,
     /// Datasets released.
     pub datasets: Vec<String>,
-    /// Token kinds of the linker the cluster ids belong to.
+    /// Token kinds the release's purpose linked on.
     pub link_kinds: Vec<String>,
-    /// Datasets of that linker.
-    pub link_datasets: Vec<String>,
+    /// Per dataset: the roles and rows it linked.
+    pub link_scope: Vec<LinkScope>,
 }
 
 impl ReleaseHeader {
-    /// The linker the cluster ids belong to.
+    /// The linker of the release's purpose.
     pub fn link_key(&self) -> LinkKey {
         let kinds: Vec<TokenKind> = self
             .link_kinds
             .iter()
             .filter_map(|k| TokenKind::parse(k))
             .collect();
-        LinkKey::new(KindSet::of(&kinds), self.link_datasets.iter().cloned())
+        LinkKey::of_scope(KindSet::of(&kinds), self.link_scope.iter().cloned())
     }
 }
 
@@ -69,32 +73,38 @@ pub struct Registered {
 }
 
 impl Registered {
-    /// The cluster ids of the people it included.
-    pub fn clusters(&self) -> std::io::Result<Vec<ClusterId>> {
+    /// Store sequence numbers of its released rows that showed a linked person, ascending.
+    pub fn seqs(&self) -> std::io::Result<Vec<u64>> {
         let mut r = BufReader::new(File::open(&self.path)?);
         let mut line = String::new();
         r.read_line(&mut line)?;
         let mut rest = Vec::new();
         r.read_to_end(&mut rest)?;
-        if rest.len() % 12 != 0 {
-            return Err(std::io::Error::other(format!(
-                "{} is damaged (its cluster list is not a whole number of ids)",
+        let damaged = || {
+            std::io::Error::other(format!(
+                "{} is damaged (its record list is not a run of varints)",
                 self.path.display()
-            )));
+            ))
+        };
+        let mut out = Vec::new();
+        let (mut prev, mut v, mut shift) = (0u64, 0u64, 0u32);
+        for b in rest {
+            if shift > 63 {
+                return Err(damaged());
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                prev = prev.checked_add(v).ok_or_else(damaged)?;
+                out.push(prev);
+                (v, shift) = (0, 0);
+            } else {
+                shift += 7;
+            }
         }
-        Ok(rest
-            .chunks_exact(12)
-            .map(|c| {
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&c[..8]);
-                let mut r = [0u8; 4];
-                r.copy_from_slice(&c[8..]);
-                ClusterId(PersonNode::new(
-                    u64::from_be_bytes(s),
-                    u32::from_be_bytes(r),
-                ))
-            })
-            .collect())
+        if shift != 0 {
+            return Err(damaged());
+        }
+        Ok(out)
     }
 }
 
@@ -135,21 +145,31 @@ impl Registry {
     }
 
     /// Writes a release's person list durably (before its audit entry).
-    pub fn write_persons(
-        &self,
-        header: &ReleaseHeader,
-        clusters: &mut [ClusterId],
-    ) -> std::io::Result<()> {
-        clusters.sort_unstable();
+    pub fn write_persons(&self, header: &ReleaseHeader, seqs: &[u64]) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(seqs.len() * 2);
+        let mut prev = 0u64;
+        for &s in seqs {
+            let mut d = s.checked_sub(prev).ok_or_else(|| {
+                std::io::Error::other("internal: release record list is not ascending")
+            })?;
+            prev = s;
+            loop {
+                let b = (d & 0x7f) as u8;
+                d >>= 7;
+                if d == 0 {
+                    body.push(b);
+                    break;
+                }
+                body.push(b | 0x80);
+            }
+        }
         let path = self.path(&header.release_id, PERSONS_EXT);
         let tmp = self.dir.join(format!(".{}.tmp", header.release_id));
         {
             let mut f = std::io::BufWriter::new(File::create(&tmp)?);
             f.write_all(&serde_json::to_vec(header).map_err(std::io::Error::other)?)?;
             f.write_all(b"\n")?;
-            for c in clusters.iter() {
-                f.write_all(&c.to_bytes())?;
-            }
+            f.write_all(&body)?;
             let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
         }

@@ -1851,18 +1851,25 @@ fn person_releases_finds_the_releases_a_person_was_in_and_follows_later_links() 
         "no record carries it"
     );
 
-    // A record stored after the releases shares person 1's PNC token and has a token of its
-    // own: that token now finds person 1's release (and not the other, which it was not in).
+    // A record stored after the releases, in the da purpose's rows, shares person 1's PNC
+    // token and has a token of its own: that token now finds person 1's release (and not the
+    // other, which it was not in).
     gw.ingest_new(&[Rec::new("police_crime", 3)
-        .flag("da_flag", false)
+        .flag("da_flag", true)
         .person("victim", &[("pnc", 1), ("demo", 30)])]);
     assert_eq!(
         gw.person_releases("demo", 30),
         (1, vec![da.release_id.clone()])
     );
+    // One outside the da rows links nothing in the da purpose (its linkage goes only through
+    // the rows it is granted), and the not-da release never held person 1.
+    gw.ingest_new(&[Rec::new("police_crime", 4)
+        .flag("da_flag", false)
+        .person("victim", &[("pnc", 1), ("demo", 40)])]);
+    assert_eq!(gw.person_releases("demo", 40), (1, vec![]));
     assert_eq!(
         gw.person_releases("pnc", 1),
-        (2, vec![da.release_id.clone()])
+        (3, vec![da.release_id.clone()])
     );
     // Both tokens at once: the releases of either, each once.
     let (records, found) = gw
@@ -1872,7 +1879,7 @@ fn person_releases_finds_the_releases_a_person_was_in_and_follows_later_links() 
             ("pnc".into(), token("pnc", 2)),
         ])
         .expect("person_releases");
-    assert_eq!(records, 3);
+    assert_eq!(records, 4);
     let found: Vec<String> = found.into_iter().map(|r| r.header.release_id).collect();
     assert_eq!(
         found,
@@ -1906,7 +1913,6 @@ fn person_releases_does_not_name_a_release_for_a_person_whose_row_was_suppressed
 /// A correction replaces a released record (same record key, new content). The person's data
 /// was released; the registry should still name that release for the person's token.
 #[test]
-#[ignore = "bug: person_releases matches a release's stored cluster ids (the smallest node at release time) against the current linker; once that node's record is replaced or withdrawn the node is gone, so the release is no longer found for the person"]
 fn person_releases_still_finds_a_release_after_the_released_record_is_corrected() {
     let gw = Gateway::open();
     let original = Rec::new("police_crime", 1)
@@ -1932,7 +1938,6 @@ fn person_releases_still_finds_a_release_after_the_released_record_is_corrected(
 /// A person released from two records; the record holding the cluster's smallest node is
 /// withdrawn later. The other released record still carries the person's token.
 #[test]
-#[ignore = "bug: person_releases matches a release's stored cluster ids (the smallest node at release time) against the current linker; once that node's record is withdrawn the release is no longer found, though another released record of the person is still stored"]
 fn person_releases_still_finds_a_release_after_one_of_the_persons_records_is_withdrawn() {
     let gw = Gateway::open();
     gw.ingest_new(&[
