@@ -120,8 +120,17 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 const KIND_RECORD: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 
-/// (dataset id, record-key token): the identity of a record.
-type RecordKey = (u16, [u8; 32]);
+/// (dataset id, first 16 bytes of the record-key token): the identity of a record as indexed.
+/// Record keys are HMAC-SHA256 tokens, so 128 bits tell them apart (a collision among a
+/// billion keys has probability about 10⁻²¹) at half the memory of the whole token.
+type RecordKey = (u16, [u8; 16]);
+
+/// The index key of a dataset's record key.
+fn rk(id: u16, key: &[u8; 32]) -> RecordKey {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&key[..16]);
+    (id, k)
+}
 
 /// A token as indexed: (kind, token).
 type TypedToken = (String, [u8; 32]);
@@ -137,7 +146,7 @@ struct Loc {
 #[derive(Default)]
 struct State {
     /// (dataset id, record key) → live version.
-    keys: HashMap<(u16, [u8; 32]), Live>,
+    keys: HashMap<RecordKey, Live>,
     /// Dataset names by id.
     datasets: Vec<String>,
     /// Live records per dataset id.
@@ -371,7 +380,7 @@ impl Store {
             let Some(id) = st.find_dataset(dataset) else {
                 return Ok(None);
             };
-            match st.keys.get(&(id, *record_key)) {
+            match st.keys.get(&rk(id, record_key)) {
                 Some(l) => l.seq,
                 None => return Ok(None),
             }
@@ -468,7 +477,7 @@ impl Store {
             .and_then(|r| <[u8; 32]>::try_from(r.record_key.as_slice()).ok());
         let st = self.inner.state.read().map_err(|_| lock_err())?;
         let live = match (st.find_dataset(&rec.dataset), key) {
-            (Some(id), Some(k)) => st.keys.get(&(id, k)).is_some_and(|l| l.seq == seq),
+            (Some(id), Some(k)) => st.keys.get(&rk(id, &k)).is_some_and(|l| l.seq == seq),
             _ => false,
         };
         Ok(live.then_some(rec))
@@ -723,7 +732,7 @@ impl Writer {
         let mut new_locs: Vec<Loc> = Vec::new();
         // Changes to apply to the state once the group is durable.
         let mut key_changes: Vec<(RecordKey, Option<Live>)> = Vec::new();
-        let mut overlay: HashMap<(u16, [u8; 32]), Option<Live>> = HashMap::new();
+        let mut overlay: HashMap<RecordKey, Option<Live>> = HashMap::new();
         let mut count_delta: HashMap<u16, i64> = HashMap::new();
         let mut removed = 0u64;
         let mut newly_gone: Vec<u64> = Vec::new();
@@ -765,7 +774,7 @@ impl Writer {
                     let mut outcomes = Vec::with_capacity(records.len());
                     for r in records {
                         let id = st.dataset_id(&r.dataset);
-                        let key = (id, r.record_key);
+                        let key = rk(id, &r.record_key);
                         let existing = match overlay.get(&key) {
                             Some(v) => *v,
                             None => st.keys.get(&key).copied(),
@@ -808,9 +817,9 @@ impl Writer {
                     let mut c = WithdrawCounts::default();
                     let id = st.find_dataset(dataset);
                     for k in keys {
-                        let existing = id.and_then(|id| match overlay.get(&(id, *k)) {
+                        let existing = id.and_then(|id| match overlay.get(&rk(id, k)) {
                             Some(v) => *v,
-                            None => st.keys.get(&(id, *k)).copied(),
+                            None => st.keys.get(&rk(id, k)).copied(),
                         });
                         match (id, existing) {
                             (Some(id), Some(old)) => {
@@ -818,8 +827,8 @@ impl Writer {
                                 next += 1;
                                 let body = [dataset.as_bytes(), k.as_slice()].concat();
                                 frame(&mut buf, KIND_TOMBSTONE, seq, old.seq, &body, &mut new_locs);
-                                overlay.insert((id, *k), None);
-                                key_changes.push(((id, *k), None));
+                                overlay.insert(rk(id, k), None);
+                                key_changes.push((rk(id, k), None));
                                 *count_delta.entry(id).or_default() -= 1;
                                 removed += 1;
                                 newly_gone.push(old.seq);
@@ -1034,7 +1043,7 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                     let hash = <[u8; 32]>::try_from(rec.content_hash)
                         .map_err(|_| StoreError::Corrupt(format!("record {seq} has a bad hash")))?;
                     match st.keys.insert(
-                        (id, key),
+                        rk(id, &key),
                         Live {
                             seq,
                             hash: half(&hash),
@@ -1068,8 +1077,8 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
                     let name = std::str::from_utf8(name).map_err(|_| bad())?;
                     let key = <[u8; 32]>::try_from(key).map_err(|_| bad())?;
                     let id = st.dataset_id(name);
-                    if st.keys.get(&(id, key)).is_some_and(|l| l.seq == prior) {
-                        st.keys.remove(&(id, key));
+                    if st.keys.get(&rk(id, &key)).is_some_and(|l| l.seq == prior) {
+                        st.keys.remove(&rk(id, &key));
                         st.gone.insert(prior);
                         st.counts[id as usize] = st.counts[id as usize].saturating_sub(1);
                     }

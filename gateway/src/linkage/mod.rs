@@ -386,6 +386,47 @@ impl Linker {
             + self.first.capacity() * (std::mem::size_of::<(TokenKey, u32)>() + 1)
     }
 
+    /// The slot of an added node, found near `hint` (the slot after the last one found): a
+    /// pass that asks for nodes in ascending order costs O(1) a lookup instead of a binary
+    /// search. Any order still gives the right answer.
+    pub fn slot_near(&mut self, hint: &mut usize, node: PersonNode) -> Option<u32> {
+        if !self.ascending {
+            return self.slot_of(node);
+        }
+        let nodes = &self.nodes;
+        let n = nodes.len();
+        let mut i = (*hint).min(n);
+        if i > 0 && nodes[i - 1] >= node {
+            // Behind the hint: a few steps back (another role of the same record), else search.
+            let mut steps = 0;
+            while i > 0 && nodes[i - 1] >= node && steps < 8 {
+                i -= 1;
+                steps += 1;
+            }
+            if i > 0 && nodes[i - 1] >= node {
+                i = nodes[..i].partition_point(|x| *x < node);
+            }
+        } else {
+            let mut steps = 0;
+            while i < n && nodes[i] < node && steps < 32 {
+                i += 1;
+                steps += 1;
+            }
+            if i < n && nodes[i] < node {
+                i += nodes[i..].partition_point(|x| *x < node);
+            }
+        }
+        *hint = i;
+        (i < n && nodes[i] == node).then_some(i as u32)
+    }
+
+    /// The least slot of `slot`'s cluster and the cluster's id.
+    pub fn least_of(&mut self, slot: u32) -> (u32, ClusterId) {
+        let root = self.find(slot);
+        let least = self.least[root as usize];
+        (least, ClusterId(self.nodes[least as usize]))
+    }
+
     /// The slot of an added node.
     fn slot_of(&mut self, node: PersonNode) -> Option<u32> {
         if self.ascending {

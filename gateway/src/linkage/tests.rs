@@ -368,3 +368,33 @@ fn debug_never_prints_keys_tokens_or_ids() {
     assert_eq!(format!("{k:?}"), "ReleaseKey(<redacted>)");
     assert_eq!(format!("{keys:?}"), "ReleaseKeys(<redacted>)");
 }
+
+proptest! {
+    /// A lookup near a hint finds exactly what a plain lookup finds, whatever the order of
+    /// the queries and whether the nodes were added in order.
+    #[test]
+    fn lookups_near_a_hint_equal_plain_lookups(
+        seqs in proptest::collection::btree_set((1u64..400, 0u32..3), 0..120),
+        queries in proptest::collection::vec((0u64..420, 0u32..4), 0..200),
+        shuffle in any::<bool>(),
+    ) {
+        let mut nodes: Vec<PersonNode> = seqs.iter().map(|&(s, r)| PersonNode::new(s, r)).collect();
+        if shuffle {
+            nodes.reverse();
+        }
+        let mut linker = Linker::new(KindSet::of(&[TokenKind::Nhs]));
+        for n in &nodes {
+            linker.add(*n, &[]).expect("distinct");
+        }
+        let mut sorted_queries = queries.clone();
+        sorted_queries.sort();
+        for qs in [queries, sorted_queries] {
+            let mut hint = 0usize;
+            for (s, r) in qs {
+                let q = PersonNode::new(s, r);
+                let near = linker.slot_near(&mut hint, q).map(|slot| linker.least_of(slot).1);
+                prop_assert_eq!(near, linker.cluster(q));
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::linkset::LinkState;
 use crate::disclosure::{self, Cell as DCell, Settings, Table};
-use crate::linkage::{ClusterId, ReleaseKeys};
+use crate::linkage::{ClusterId, PersonId, ReleaseKeys};
 use crate::policy::apply::ReleasePlan;
 use crate::store::{Snapshot, Store, StoreError, Want};
 use sha2::{Digest, Sha256};
@@ -39,11 +39,15 @@ pub struct FileStats {
 /// People seen in released rows, for the manifest's linkage summary and the registry.
 #[derive(Default)]
 pub struct PeopleSeen {
-    /// Cluster → (its index in `order`, first agency seen, seen in another agency too).
-    clusters: HashMap<ClusterId, (u32, u16, bool)>,
+    /// A cluster's least slot in the linker → 1 + its index in `order` (0: not seen yet).
+    by_slot: Vec<u32>,
+    /// Per cluster seen, in order: (first agency seen, seen in another agency too).
+    info: Vec<(u16, bool)>,
     /// Per released row with people: indices of its people's clusters, `u32::MAX`-terminated.
     row_clusters: Vec<u32>,
     order: Vec<ClusterId>,
+    /// Released person ids by index in `order`, computed once per person (not per row).
+    ids: Vec<Option<PersonId>>,
     /// Sequence numbers of rows with a linked person.
     seqs: Vec<u64>,
     agencies: Vec<String>,
@@ -67,16 +71,42 @@ impl PeopleSeen {
         }
     }
 
-    fn see(&mut self, c: ClusterId, agency: u16) {
+    /// Notes a released person role of cluster `c` (whose least linker slot is `least`);
+    /// returns the cluster's index in order of first sight and whether this is the first.
+    fn see(&mut self, least: u32, c: ClusterId, agency: u16) -> (usize, bool) {
         self.person_nodes += 1;
-        let next = self.order.len() as u32;
-        let e = self.clusters.entry(c).or_insert((next, agency, false));
-        if e.0 == next {
-            self.order.push(c);
-        } else if e.1 != agency {
-            e.2 = true;
+        let at = least as usize;
+        if self.by_slot.len() <= at {
+            self.by_slot.resize(at + 1, 0);
         }
-        self.row_clusters.push(e.0);
+        let (i, new) = match self.by_slot[at] {
+            0 => {
+                self.order.push(c);
+                self.info.push((agency, false));
+                self.by_slot[at] = self.order.len() as u32;
+                (self.order.len() - 1, true)
+            }
+            n => {
+                let i = n as usize - 1;
+                if self.info[i].0 != agency {
+                    self.info[i].1 = true;
+                }
+                (i, false)
+            }
+        };
+        self.row_clusters.push(i as u32);
+        (i, new)
+    }
+
+    /// The released id of the `i`th cluster seen.
+    fn person_id(&mut self, i: usize, keys: &ReleaseKeys) -> &str {
+        if self.ids.len() < self.order.len() {
+            self.ids.resize(self.order.len(), None);
+        }
+        let c = self.order[i];
+        self.ids[i]
+            .get_or_insert_with(|| keys.person_id(c))
+            .as_str()
     }
 
     fn end_row(&mut self, seq: u64) {
@@ -103,11 +133,7 @@ impl PeopleSeen {
                 *n += 1;
             }
         }
-        let cross: Vec<bool> = self
-            .order
-            .iter()
-            .map(|c| self.clusters.get(c).is_some_and(|e| e.2))
-            .collect();
+        let cross: Vec<bool> = self.info.iter().map(|e| e.1).collect();
         let mut linked_rows = 0;
         let mut row_linked = false;
         for x in &self.row_clusters {
@@ -267,6 +293,8 @@ pub fn write_extract(
         persons: true,
         values: Some(&mask),
     };
+    // Where the linker lookups are (rows come in store order, so nodes ascend).
+    let mut hint = 0usize;
     part.snapshot
         .for_each_some(&mut reader, want, |seq, rec| -> Result<(), BuildError> {
             let v = rec.values.as_slice();
@@ -291,11 +319,11 @@ pub fn write_extract(
                     .persons
                     .iter()
                     .position(|p| p.role == role)
-                    .and_then(|i| links.cluster(seq, i));
+                    .and_then(|i| links.cluster_near(&mut hint, seq, i));
                 match id {
-                    Some(c) => {
-                        people.see(c, agency);
-                        w.write_field(keys.person_id(c).as_str())?;
+                    Some((least, c)) => {
+                        let (i, _) = people.see(least, c, agency);
+                        w.write_field(people.person_id(i, keys))?;
                     }
                     None => w.write_field("")?,
                 }
@@ -353,6 +381,7 @@ pub fn write_aggregate(
         persons: true,
         values: Some(&mask),
     };
+    let mut hint = 0usize;
     part.snapshot
         .for_each_some(&mut reader, want, |seq, rec| -> Result<(), BuildError> {
             let v = rec.values.as_slice();
@@ -376,8 +405,8 @@ pub fn write_aggregate(
             let agency = people.agency(rec.agency);
             let n = rec.persons.len();
             for i in 0..n {
-                if let Some(c) = links.cluster(seq, i) {
-                    people.see(c, agency);
+                if let Some((least, c)) = links.cluster_near(&mut hint, seq, i) {
+                    people.see(least, c, agency);
                 }
             }
             people.end_row(seq);

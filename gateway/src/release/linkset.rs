@@ -318,4 +318,18 @@ impl LinkState {
     pub fn cluster(&mut self, seq: u64, role: usize) -> Option<ClusterId> {
         self.linker.cluster(PersonNode::new(seq, role as u32))
     }
+
+    /// [`LinkState::cluster`] for lookups that mostly ascend (a pass in store order), with
+    /// the cluster's least linker slot; `hint` carries the position between calls.
+    pub fn cluster_near(
+        &mut self,
+        hint: &mut usize,
+        seq: u64,
+        role: usize,
+    ) -> Option<(u32, ClusterId)> {
+        let slot = self
+            .linker
+            .slot_near(hint, PersonNode::new(seq, role as u32))?;
+        Some(self.linker.least_of(slot))
+    }
 }

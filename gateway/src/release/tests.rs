@@ -1059,11 +1059,18 @@ proptest! {
         prop_assert_eq!(file.suppressed_rows, 0);
         prop_assert_eq!(file.withheld_cells, withheld);
 
-        // Person ids: present iff the record has the role; equal iff linked on allowed kinds.
+        // Person ids: present iff the record has the role; equal iff linked on allowed kinds
+        // through the rows the filter admits and the roles the purpose releases (all there
+        // is: the records are all of this one dataset).
         let mut nodes: Vec<(usize, &str)> = Vec::new();
         for (i, r) in recs.iter().enumerate() {
+            if !conds.iter().all(|c| c.holds(r)) {
+                continue;
+            }
             for (role, _) in &r.persons {
-                nodes.push((i, role.as_str()));
+                if persons.iter().any(|p| AsRef::<str>::as_ref(p) == role.as_str()) {
+                    nodes.push((i, role.as_str()));
+                }
             }
         }
         let mut uf = Components::new(nodes.len());
