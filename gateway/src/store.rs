@@ -120,16 +120,23 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 const KIND_RECORD: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
 
-/// (dataset id, first 16 bytes of the record-key token): the identity of a record as indexed.
-/// Record keys are HMAC-SHA256 tokens, so 128 bits tell them apart (a collision among a
-/// billion keys has probability about 10⁻²¹) at half the memory of the whole token.
-type RecordKey = (u16, [u8; 16]);
+/// The identity of a record as indexed: dataset id (2 bytes, big-endian), then the first 14
+/// bytes of the record-key token. Record keys are HMAC-SHA256 tokens, so 112 bits tell them
+/// apart (a collision among a billion keys of one dataset has probability about 10⁻¹⁶), and
+/// the index entry (with [`Live`]) is 32 bytes rather than 64.
+type RecordKey = [u8; 16];
 
 /// The index key of a dataset's record key.
 fn rk(id: u16, key: &[u8; 32]) -> RecordKey {
     let mut k = [0u8; 16];
-    k.copy_from_slice(&key[..16]);
-    (id, k)
+    k[..2].copy_from_slice(&id.to_be_bytes());
+    k[2..].copy_from_slice(&key[..14]);
+    k
+}
+
+/// The dataset id of an index key.
+fn rk_dataset(k: &RecordKey) -> u16 {
+    u16::from_be_bytes([k[0], k[1]])
 }
 
 /// A token as indexed: (kind, token).
@@ -191,7 +198,9 @@ impl Postings {
 #[derive(Debug, Clone, Copy)]
 struct Live {
     seq: u64,
-    hash: [u8; 16],
+    /// First 8 bytes of the content hash: a resend with equal bytes here is a duplicate
+    /// (an honest change collides with probability 2⁻⁶⁴).
+    hash: [u8; 8],
 }
 
 impl State {
@@ -498,7 +507,7 @@ impl Store {
         let mut items: Vec<(u64, Loc)> = st
             .keys
             .iter()
-            .filter(|((id, _), l)| l.seq > after && (datasets.is_empty() || ids.contains(id)))
+            .filter(|(k, l)| l.seq > after && (datasets.is_empty() || ids.contains(&rk_dataset(k))))
             .filter_map(|(_, l)| st.locs.get((l.seq - 1) as usize).map(|loc| (l.seq, *loc)))
             .collect();
         items.sort_unstable_by_key(|(seq, _)| *seq);
@@ -585,9 +594,22 @@ impl Snapshot {
         &self,
         reader: &mut SeqReader,
         want: Want<'_>,
+        f: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_in(0..self.items.len(), reader, want, f)
+    }
+
+    /// [`Snapshot::for_each_some`] over the records at positions `range` (in sequence order)
+    /// only: each part of a snapshot split between threads reads its own.
+    pub fn for_each_in<E: From<StoreError>>(
+        &self,
+        range: std::ops::Range<usize>,
+        reader: &mut SeqReader,
+        want: Want<'_>,
         mut f: impl FnMut(u64, &RecordView<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        for (seq, loc) in &self.items {
+        let items = self.items.get(range).unwrap_or(&[]);
+        for (seq, loc) in items {
             let body = reader.read(*loc)?;
             let rec = RecordView::parse_some(body, want)
                 .map_err(|e| StoreError::Corrupt(format!("record {seq} does not decode: {e}")))?;
@@ -1175,9 +1197,9 @@ impl FrameScanner {
     }
 }
 
-fn half(h: &[u8; 32]) -> [u8; 16] {
-    let mut o = [0; 16];
-    o.copy_from_slice(&h[..16]);
+fn half(h: &[u8; 32]) -> [u8; 8] {
+    let mut o = [0; 8];
+    o.copy_from_slice(&h[..8]);
     o
 }
 

@@ -183,6 +183,15 @@ pub enum LinkageError {
         /// The node added twice.
         node: PersonNode,
     },
+    /// A node's sequence number needs more than 48 bits or its role index more than 16.
+    #[error(
+        "person role {} of record {} is beyond what a linker indexes (sequence numbers below 2^48, roles below 2^16)",
+        .node.role, .node.seq
+    )]
+    NodeOutOfRange {
+        /// The node.
+        node: PersonNode,
+    },
     /// More than `u32::MAX` person nodes in one linker.
     #[error(
         "more than {} person roles in one linker; split the store or widen the linker's indexes",
@@ -204,8 +213,8 @@ pub enum LinkageError {
 
 /// Incremental union-find over person nodes, linking on exact tokens of one [`KindSet`].
 ///
-/// Layout (64-bit target), per person node: `nodes` 16 B + `parent`, `size` and `least` 4 B
-/// each = 28 B; nodes added in ascending order (as the store feeds them) are found by binary
+/// Layout (64-bit target), per person node: `nodes` 8 B (packed) + `parent`, `size` and
+/// `least` 4 B each = 20 B; nodes added in ascending order (as the store feeds them) are found by binary
 /// search, with no index. Per distinct allowed token: a `first` entry (kind and the token's
 /// first 15 bytes → slot, 20 B, plus a control byte, at most 7/8 full) ≈ 24 B. Tokens of kinds
 /// outside the set cost nothing. Measured: `bench extract` (README).
@@ -217,8 +226,8 @@ pub enum LinkageError {
 #[derive(Clone)]
 pub struct Linker {
     kinds: KindSet,
-    /// Slot → node.
-    nodes: Vec<PersonNode>,
+    /// Slot → node, packed ([`pack`]: 8 bytes, ordered as the nodes are).
+    nodes: Vec<u64>,
     /// Slot → parent slot; a root is its own parent.
     parent: Vec<u32>,
     /// Root slot → number of nodes in its cluster (meaningless for non-roots).
@@ -231,6 +240,16 @@ pub struct Linker {
     order: Vec<u32>,
     /// Allowed (kind, token prefix) → slot of the first node seen with it.
     first: HashMap<TokenKey, u32, foldhash::fast::RandomState>,
+}
+
+/// A node in 8 bytes: `seq` in the high 48 bits, `role` in the low 16, so packed nodes order as
+/// nodes do. `None` if it does not fit.
+fn pack(n: PersonNode) -> Option<u64> {
+    (n.seq < 1 << 48 && n.role < 1 << 16).then(|| (n.seq << 16) | u64::from(n.role))
+}
+
+fn unpack(p: u64) -> PersonNode {
+    PersonNode::new(p >> 16, (p & 0xffff) as u32)
 }
 
 /// A token as the linker keys it: kind, then the token's first 15 bytes.
@@ -309,7 +328,8 @@ impl Linker {
         node: PersonNode,
         tokens: &[(TokenKind, Token)],
     ) -> Result<ClusterId, LinkageError> {
-        let after_last = self.nodes.last().is_none_or(|last| *last < node);
+        let packed = pack(node).ok_or(LinkageError::NodeOutOfRange { node })?;
+        let after_last = self.nodes.last().is_none_or(|last| *last < packed);
         if !after_last && self.slot_of(node).is_some() {
             return Err(LinkageError::DuplicateNode { node });
         }
@@ -317,7 +337,7 @@ impl Linker {
         if slot == u32::MAX {
             return Err(LinkageError::TooManyNodes);
         }
-        self.nodes.push(node);
+        self.nodes.push(packed);
         self.parent.push(slot);
         self.size.push(1);
         self.least.push(slot);
@@ -371,7 +391,7 @@ impl Linker {
         let mut out = Vec::new();
         for slot in 0..self.nodes.len() as u32 {
             if clusters.contains(&self.cluster_of_slot(slot)) {
-                out.push(self.nodes[slot as usize]);
+                out.push(unpack(self.nodes[slot as usize]));
             }
         }
         out
@@ -379,7 +399,7 @@ impl Linker {
 
     /// Approximate heap bytes held (vectors and the token map at capacity).
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<PersonNode>()
+        self.nodes.capacity() * std::mem::size_of::<u64>()
             + (self.parent.capacity() + self.size.capacity() + self.least.capacity())
                 * std::mem::size_of::<u32>()
             + self.order.capacity() * std::mem::size_of::<u32>()
@@ -392,6 +412,39 @@ impl Linker {
     pub fn slot_near(&mut self, hint: &mut usize, node: PersonNode) -> Option<u32> {
         if !self.ascending {
             return self.slot_of(node);
+        }
+        self.slot_near_shared(hint, node)
+    }
+
+    /// Prepares for lookups through `&self` from several threads ([`Linker::slot_near_shared`],
+    /// [`Linker::least_of_shared`]): compresses every path to its root (so each lookup is one
+    /// step) and builds the order index if nodes were added out of order. Any later add needs
+    /// another freeze.
+    pub fn freeze(&mut self) {
+        for slot in 0..self.nodes.len() as u32 {
+            self.find(slot);
+        }
+        if !self.ascending && self.order.len() != self.nodes.len() {
+            self.order = (0..self.nodes.len() as u32).collect();
+            let nodes = &self.nodes;
+            self.order.sort_unstable_by_key(|s| nodes[*s as usize]);
+        }
+    }
+
+    /// [`Linker::slot_near`] through `&self` (after [`Linker::freeze`]; without it, right but
+    /// slow when nodes were added out of order).
+    pub fn slot_near_shared(&self, hint: &mut usize, node: PersonNode) -> Option<u32> {
+        let node = pack(node)?;
+        if !self.ascending {
+            if self.order.len() == self.nodes.len() {
+                let nodes = &self.nodes;
+                return self
+                    .order
+                    .binary_search_by_key(&node, |s| nodes[*s as usize])
+                    .ok()
+                    .map(|i| self.order[i]);
+            }
+            return self.nodes.iter().position(|n| *n == node).map(|i| i as u32);
         }
         let nodes = &self.nodes;
         let n = nodes.len();
@@ -420,15 +473,26 @@ impl Linker {
         (i < n && nodes[i] == node).then_some(i as u32)
     }
 
+    /// [`Linker::least_of`] through `&self` (one step per lookup after [`Linker::freeze`]).
+    pub fn least_of_shared(&self, slot: u32) -> (u32, ClusterId) {
+        let mut root = slot;
+        while self.parent[root as usize] != root {
+            root = self.parent[root as usize];
+        }
+        let least = self.least[root as usize];
+        (least, ClusterId(unpack(self.nodes[least as usize])))
+    }
+
     /// The least slot of `slot`'s cluster and the cluster's id.
     pub fn least_of(&mut self, slot: u32) -> (u32, ClusterId) {
         let root = self.find(slot);
         let least = self.least[root as usize];
-        (least, ClusterId(self.nodes[least as usize]))
+        (least, ClusterId(unpack(self.nodes[least as usize])))
     }
 
     /// The slot of an added node.
     fn slot_of(&mut self, node: PersonNode) -> Option<u32> {
+        let node = pack(node)?;
         if self.ascending {
             return self.nodes.binary_search(&node).ok().map(|i| i as u32);
         }
@@ -456,7 +520,7 @@ impl Linker {
         for slot in 0..self.nodes.len() {
             let slot = slot as u32; // < u32::MAX: `add` refuses more.
             let root = self.find(slot);
-            let agency = agency_of(self.nodes[slot as usize]);
+            let agency = agency_of(unpack(self.nodes[slot as usize]));
             match roots.entry(root) {
                 Entry::Occupied(mut e) => {
                     let (first, multi) = e.get_mut();
@@ -472,7 +536,7 @@ impl Linker {
         let mut records = HashSet::new();
         let mut linked_records = HashSet::new();
         for slot in 0..self.nodes.len() {
-            let seq = self.nodes[slot].seq;
+            let seq = unpack(self.nodes[slot]).seq;
             records.insert(seq);
             let root = self.find(slot as u32);
             if roots.get(&root).is_some_and(|(_, multi)| *multi) {
@@ -494,7 +558,7 @@ impl Linker {
 
     fn cluster_of_slot(&mut self, slot: u32) -> ClusterId {
         let root = self.find(slot);
-        ClusterId(self.nodes[self.least[root as usize] as usize])
+        ClusterId(unpack(self.nodes[self.least[root as usize] as usize]))
     }
 
     /// Root of `slot`'s tree, compressing the path behind it.
