@@ -194,8 +194,7 @@ impl LinkSet {
         Ok(guard)
     }
 
-    /// The linker of `key` as it stands (created empty if new), not synced: for a caller that
-    /// feeds it in the same pass as other work ([`LockedLinker::sync_with`]).
+    /// The linker of `key` as it stands (created empty if new), not synced.
     pub fn entry(&self, key: &LinkKey) -> LockedLinker {
         let now = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
@@ -265,24 +264,104 @@ impl LockedLinker {
         }
         let compiled = Compiled::new(key, catalog);
         let snap = store.snapshot(&compiled.names, st.synced)?;
-        let mut reader = store.reader();
-        let mut tokens = Vec::new();
         let linker = &mut st.linker;
-        let want = Want {
-            persons: true,
-            values: Some(&compiled.mask),
-        };
-        snap.for_each_some(&mut reader, want, |seq, rec| -> Result<(), LinkSetError> {
-            match compiled.admits(rec) {
-                Some(scope) => add_record(linker, seq, rec, scope.roles.as_deref(), &mut tokens),
-                None => Ok(()),
+        // One thread reads and picks out the tokens, this one links: union-find is sequential,
+        // the reading is most of the work.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        let read = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| read_tokens(store, &snap, &compiled, tx));
+            let mut linked = Ok(());
+            for chunk in rx {
+                if linked.is_ok() {
+                    linked = chunk.link(linker);
+                }
             }
-        })?;
+            let read = reader.join().unwrap_or_else(|_| {
+                Err(LinkSetError::Store(StoreError::Io(
+                    "internal: the linker's reader thread panicked".into(),
+                )))
+            });
+            linked.and(read)
+        });
+        read?;
         st.synced = st.synced.max(snap.last_seq());
         st.removals = snap.removals();
         st.built = true;
         Ok(())
     }
+}
+
+/// Person roles of some records, with their tokens, ready to link.
+#[derive(Default)]
+struct Chunk {
+    nodes: Vec<PersonNode>,
+    /// End of each node's tokens in `tokens`.
+    ends: Vec<u32>,
+    tokens: Vec<(TokenKind, Token)>,
+}
+
+/// Records a chunk holds.
+const CHUNK_NODES: usize = 8192;
+
+impl Chunk {
+    fn link(&self, linker: &mut Linker) -> Result<(), LinkSetError> {
+        let mut start = 0usize;
+        for (node, end) in self.nodes.iter().zip(&self.ends) {
+            let end = *end as usize;
+            match linker.add(*node, &self.tokens[start..end]) {
+                Ok(_) | Err(LinkageError::DuplicateNode { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the snapshot's records and sends the linked roles' tokens in chunks, in store order.
+fn read_tokens(
+    store: &Store,
+    snap: &crate::store::Snapshot,
+    compiled: &Compiled<'_>,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+) -> Result<(), LinkSetError> {
+    let mut reader = store.reader();
+    let want = Want {
+        persons: true,
+        values: Some(&compiled.mask),
+    };
+    let mut chunk = Chunk::default();
+    snap.for_each_some(&mut reader, want, |seq, rec| -> Result<(), LinkSetError> {
+        let Some(scope) = compiled.admits(rec) else {
+            return Ok(());
+        };
+        for (i, p) in rec.persons.iter().enumerate() {
+            if scope
+                .roles
+                .as_ref()
+                .is_some_and(|r| !r.iter().any(|x| x == p.role))
+            {
+                continue;
+            }
+            for (kind, token) in p.tokens() {
+                if let (Some(kind), Some(tok)) = (TokenKind::parse(kind), Token::from_slice(token))
+                {
+                    chunk.tokens.push((kind, tok));
+                }
+            }
+            chunk.nodes.push(PersonNode::new(seq, i as u32));
+            chunk.ends.push(chunk.tokens.len() as u32);
+        }
+        if chunk.nodes.len() >= CHUNK_NODES && tx.send(std::mem::take(&mut chunk)).is_err() {
+            // The linking side stopped (it failed); it reports why.
+            return Ok(());
+        }
+        Ok(())
+    })?;
+    if !chunk.nodes.is_empty() {
+        let _ = tx.send(chunk);
+    }
+    Ok(())
 }
 
 /// Adds the person roles named in `roles` (every role if `None`) of a stored record to
