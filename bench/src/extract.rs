@@ -397,7 +397,8 @@ pub fn worker(
 
 /// The limit: every stored record read from the store and written as CSV text (every value,
 /// header of the sent field names, CRLF) through SHA-256 to a file, then fsynced, as a release
-/// file is written.
+/// file is written — split across the cores the same way an extract is (contiguous parts, the
+/// later ones spooled and appended in order), so the ratio measures policy and linkage alone.
 fn limit_pass(store: &Store, work: &Path) -> Result<Pass> {
     let catalog = Catalog::embedded()?;
     let ds = catalog.dataset(DATASET).context("police_crime")?;
@@ -414,28 +415,51 @@ fn limit_pass(store: &Store, work: &Path) -> Result<Pass> {
             bytes: 0,
         });
     w.write_record(ds.sent_fields().map(|f| f.name.as_str()))?;
-    let mut reader = store.reader();
-    let mut cell = String::new();
-    let mut rows = 0u64;
-    snap.for_each(&mut reader, |_, rec| -> Result<(), LimitError> {
-        for v in &rec.values {
-            cell.clear();
-            match v {
-                Cell::Text(s) | Cell::Date(s) | Cell::Datetime(s) => cell.push_str(s),
-                Cell::Int(i) => {
-                    let _ = write!(cell, "{i}");
-                }
-                Cell::Flag(b) => cell.push_str(if *b { "true" } else { "false" }),
-                Cell::Set(s) => cell.push_str(&s.join(";")),
-                Cell::Missing => {}
-            }
-            w.write_field(cell.as_bytes())?;
-        }
-        w.write_record(None::<&[u8]>)?;
-        rows += 1;
-        Ok(())
-    })?;
-    let h = w.into_inner().map_err(|e| e.into_error())?;
+    let n = snap.len();
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 4)
+        .min(n.max(1));
+    let size = n.div_ceil(parts);
+    let ranges: Vec<std::ops::Range<usize>> = (0..parts)
+        .map(|i| (i * size).min(n)..((i + 1) * size).min(n))
+        .collect();
+    let temps: Vec<PathBuf> = (1..parts)
+        .map(|i| work.join(format!("limit.part{i}")))
+        .collect();
+    let snap = &snap;
+    let (first, rest) = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .skip(1)
+            .zip(&temps)
+            .map(|(r, temp)| {
+                let r = r.clone();
+                scope.spawn(move || -> Result<u64, LimitError> {
+                    let f = std::fs::File::create(temp).map_err(csv::Error::from)?;
+                    let mut tw = csv::WriterBuilder::new()
+                        .terminator(csv::Terminator::CRLF)
+                        .from_writer(BufWriter::with_capacity(1 << 20, f));
+                    let rows = limit_rows(store, snap, r, &mut tw)?;
+                    tw.flush().map_err(csv::Error::from)?;
+                    Ok(rows)
+                })
+            })
+            .collect();
+        let first = limit_rows(store, snap, ranges[0].clone(), &mut w);
+        let rest: Vec<Result<u64, LimitError>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Ok(0)))
+            .collect();
+        (first, rest)
+    });
+    let mut rows = first?;
+    let mut h = w.into_inner().map_err(|e| e.into_error())?;
+    for (r, temp) in rest.into_iter().zip(&temps) {
+        rows += r?;
+        std::io::copy(&mut std::fs::File::open(temp)?, &mut h)?;
+        std::fs::remove_file(temp)?;
+    }
     let f = h.inner.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     let secs = t.elapsed().as_secs_f64();
@@ -450,6 +474,42 @@ fn limit_pass(store: &Store, work: &Path) -> Result<Pass> {
     };
     std::fs::remove_file(&path)?;
     Ok(pass)
+}
+
+/// Writes every value of the records at positions `range` of `snap` as CSV text.
+fn limit_rows<W: Write>(
+    store: &Store,
+    snap: &gateway::store::Snapshot,
+    range: std::ops::Range<usize>,
+    w: &mut csv::Writer<W>,
+) -> Result<u64, LimitError> {
+    let mut reader = store.reader();
+    let mut cell = String::new();
+    let mut rows = 0u64;
+    snap.for_each_in(
+        range,
+        &mut reader,
+        gateway::store::Want::ALL,
+        |_, rec| -> Result<(), LimitError> {
+            for v in &rec.values {
+                cell.clear();
+                match v {
+                    Cell::Text(s) | Cell::Date(s) | Cell::Datetime(s) => cell.push_str(s),
+                    Cell::Int(i) => {
+                        let _ = write!(cell, "{i}");
+                    }
+                    Cell::Flag(b) => cell.push_str(if *b { "true" } else { "false" }),
+                    Cell::Set(s) => cell.push_str(&s.join(";")),
+                    Cell::Missing => {}
+                }
+                w.write_field(cell.as_bytes())?;
+            }
+            w.write_record(None::<&[u8]>)?;
+            rows += 1;
+            Ok(())
+        },
+    )?;
+    Ok(rows)
 }
 
 /// Every stored record read and decoded, nothing written: what any pass over the store costs.
