@@ -2074,3 +2074,44 @@ fn linkers_follow_new_records_incrementally_and_rebuild_after_a_withdrawal() {
     assert!(!log.contains(REBUILD), "{log}");
     assert_eq!(victim_ids(&fourth), ids);
 }
+
+/// More purpose scopes than the gateway keeps linkers for: the least recently used is dropped
+/// and rebuilt on its next release, with the same person ids.
+#[test]
+fn linkers_beyond_the_limit_are_dropped_and_rebuilt_with_the_same_ids() {
+    let gw = Gateway::open();
+    gw.ingest_new(&[
+        Rec::new("police_crime", 1)
+            .flag("da_flag", true)
+            .int("victim_no", 1)
+            .person("victim", &[("pnc", 1), ("demo", 1)]),
+        Rec::new("police_crime", 2)
+            .flag("da_flag", true)
+            .int("victim_no", 2)
+            .person("victim", &[("pnc", 1), ("demo", 2)]),
+    ]);
+    let kinds: [&[&str]; 3] = [&["pnc"], &["demo"], &["pnc", "demo"]];
+    let mut purposes = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        for is in [true, false] {
+            let part = Part::deny_all("police_crime")
+                .with("victim_no", "keep")
+                .filter(&format!("{{ field = \"da_flag\", is = {is} }}"))
+                .persons(&["victim"]);
+            purposes.push(Purpose::records(&format!("p{i}-{is}"), vec![part]).linkage(k));
+        }
+    }
+    let p = policy(&purposes);
+    let first = gw.extract_ok(&p, "p0-true", &["police_crime"]);
+    let ids = ids_by(&first, "police_crime", "victim_no", "victim");
+    assert_eq!(ids["1"], ids["2"], "linked on pnc");
+    for purpose in ["p1-true", "p1-false", "p2-true", "p2-false", "p0-false"] {
+        gw.extract_ok(&p, purpose, &["police_crime"]);
+    }
+    assert!(gw.releaser.links().keys().len() <= super::linkset::MAX_LINKERS);
+    let again = gw.extract_ok(&p, "p0-true", &["police_crime"]);
+    assert_eq!(ids_by(&again, "police_crime", "victim_no", "victim"), ids);
+    let demo = gw.extract_ok(&p, "p1-true", &["police_crime"]);
+    let d = ids_by(&demo, "police_crime", "victim_no", "victim");
+    assert_ne!(d["1"], d["2"], "not linked on demo alone");
+}
