@@ -187,8 +187,13 @@ fn run(cli: Cli) -> Result<u8> {
             let lines = rt.block_on(agent::check::check(&cfg));
             let mut ok = true;
             for l in &lines {
-                println!("{} {}", if l.ok { "ok  " } else { "FAIL" }, l.text);
-                ok &= l.ok;
+                let tag = match l.status {
+                    agent::check::Status::Pass => "ok  ",
+                    agent::check::Status::Warn => "WARN",
+                    agent::check::Status::Fail => "FAIL",
+                };
+                println!("{tag} {}", l.text);
+                ok &= l.ok();
             }
             Ok(if ok { 0 } else { 1 })
         }

@@ -2,10 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The Safer Kingston Partnership data-sharing gateway.
 #[derive(Parser)]
@@ -26,7 +26,8 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Make a development PKI: CA, server and agency certificates, linkage key and configs.
+    /// Make a development PKI: CA, server and agency certificates, CRL, linkage key and configs.
+    #[command(args_conflicts_with_subcommands = true)]
     DevCerts {
         /// Output directory.
         #[arg(long, default_value = "certs-dev")]
@@ -37,6 +38,8 @@ enum Command {
         /// Replace an existing development CA in the directory.
         #[arg(long)]
         force: bool,
+        #[command(subcommand)]
+        action: Option<DevCertsCommand>,
     },
     /// Run the whole flow on synthetic data: certificates, gateway, one agent per agency.
     Demo {
@@ -155,6 +158,38 @@ enum Command {
         /// Output folder (new or empty).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the public transparency register of releases (releases.csv + index.html, no
+    /// personal data) from an audit export, verified first against the pinned key.
+    Register {
+        /// Audit export (`gateway audit export --out FILE`).
+        #[arg(long)]
+        export: PathBuf,
+        /// The pinned verifier key: a file (audit.pub) or the key text.
+        #[arg(long)]
+        pubkey: String,
+        /// The log's origin.
+        #[arg(long, default_value = "kingston.skp/audit/v1")]
+        origin: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Development PKI maintenance (`gateway dev-certs ACTION`).
+#[derive(Subcommand)]
+enum DevCertsCommand {
+    /// Revoke an agency's agent certificate: add its serial to the dev CRL (agents.crl.pem),
+    /// signed by the dev CA with the next CRL number. A running gateway refuses the agent from
+    /// its next connection.
+    Revoke {
+        /// The agency whose certificate (agents/<ID>.pem) is revoked.
+        #[arg(long)]
+        agency: String,
+        /// Directory of the dev PKI (holds ca.key and agents/).
+        #[arg(long, default_value = "certs-dev")]
+        pki: PathBuf,
     },
 }
 
@@ -407,7 +442,48 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = gateway::config::GatewayConfig::load(&config)?;
             runtime()?.block_on(gateway::server::serve(&cfg, listen))
         }
-        Command::DevCerts { out, listen, force } => {
+        Command::DevCerts {
+            action: Some(DevCertsCommand::Revoke { agency, pki }),
+            ..
+        } => {
+            let id = skp_core::AgencyId::new(&agency)
+                .map_err(|e| anyhow::anyhow!("--agency {agency:?}: {e}"))?;
+            let done = gateway::pki::revoke_agent(&pki, &id, time::OffsetDateTime::now_utc())?;
+            if done.already {
+                println!(
+                    "the certificate of {id} (serial {}) is already revoked in {} (CRL number {}); nothing changed",
+                    done.serial,
+                    done.crl.display(),
+                    done.crl_number
+                );
+            } else {
+                println!(
+                    "revoked the certificate of {id} (serial {}): {} now holds CRL number {}",
+                    done.serial,
+                    done.crl.display(),
+                    done.crl_number
+                );
+                println!(
+                    "a gateway with [tls] crl = \"{}\" refuses {id} from its next connection; it needs a new certificate from the CA to connect again",
+                    gateway::pki::DEV_CRL_FILE
+                );
+            }
+            if done.created {
+                println!(
+                    "note: {} was created; add crl = \"{}\" under [tls] in {}",
+                    done.crl.display(),
+                    gateway::pki::DEV_CRL_FILE,
+                    pki.join("gateway.toml").display()
+                );
+            }
+            Ok(())
+        }
+        Command::DevCerts {
+            out,
+            listen,
+            force,
+            action: None,
+        } => {
             let opts = gateway::pki::DevPkiOptions {
                 listen,
                 force,
@@ -527,6 +603,12 @@ fn run(cli: Cli) -> Result<()> {
             print_received(&got);
             Ok(())
         }
+        Command::Register {
+            export,
+            pubkey,
+            origin,
+            out,
+        } => register(&export, &pubkey, &origin, &out),
         Command::Explain {
             config,
             gateway,
@@ -580,6 +662,52 @@ fn load_policy(
     let policy = gateway::policy::Policy::load(dir, &catalog, now)
         .map_err(|e| anyhow::anyhow!("the agreements do not validate:\n{e}"))?;
     Ok((policy, catalog))
+}
+
+/// `gateway register`: verify the export, then write the register from its release entries.
+fn register(export: &Path, pubkey: &str, origin: &str, out: &Path) -> Result<()> {
+    let vk =
+        skp_core::checkpoint::VerifierKey::parse(&gateway::audit::client::read_pubkey(pubkey)?)
+            .map_err(|e| anyhow::anyhow!("pinned audit key: {e}"))?;
+    let bytes =
+        std::fs::read(export).with_context(|| format!("cannot read {}", export.display()))?;
+    let report = gateway::audit::verify::verify_with(
+        &bytes,
+        &vk,
+        origin,
+        None,
+        gateway::audit::verify::Mode::Full,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: does not verify, no register written: {e}",
+            export.display()
+        )
+    })?;
+    let parsed = gateway::audit::export::parse_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", export.display()))?;
+    let entries = parsed
+        .entries
+        .iter()
+        .map(|b| gateway::audit::entry::Entry::decode(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: an entry does not decode: {e}", export.display()))?;
+    let rows = gateway::register::rows(&entries);
+    let source = gateway::register::Source {
+        origin: origin.to_owned(),
+        size: report.entries,
+        root: hex::encode(report.root),
+    };
+    gateway::register::write(out, &rows, &source)
+        .with_context(|| format!("cannot write the register to {}", out.display()))?;
+    println!(
+        "register: {} release(s) from {} verified entries -> {}/index.html, {}/releases.csv",
+        rows.len(),
+        report.entries,
+        out.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn policy(cmd: PolicyCommand) -> Result<()> {

@@ -6,13 +6,15 @@
 
 use anyhow::{Context, Result, bail};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use skp_core::AgencyId;
 use skp_core::ids::{KINGSTON_AGENCIES, spiffe_uri};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+use x509_parser::num_bigint::BigUint;
 
 /// Name of the development audit key.
 pub const AUDIT_KEY_NAME: &str = "kingston.skp/audit";
@@ -103,6 +105,12 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
     write(dir, "ca.pem", &ca_cert.pem(), 0o644)?;
     write(dir, "ca.key", &ca_key.serialize_pem(), 0o600)?;
     let issuer = Issuer::new(ca_params, ca_key);
+    // The CRL of agent certificates (`[tls] crl`): empty, number 1; `dev-certs revoke` adds to it.
+    write_atomic(
+        &dir.join(DEV_CRL_FILE),
+        &dev_crl_pem(&issuer, 1u64.into(), Vec::new(), now)?,
+        0o644,
+    )?;
 
     let srv_key = KeyPair::generate()?;
     let mut srv = CertificateParams::new(vec!["localhost".to_string()])?;
@@ -222,6 +230,193 @@ pub fn make_dev_pki(dir: &Path, opts: &DevPkiOptions) -> Result<DevPki> {
     })
 }
 
+/// File name of the development CRL of agent certificates in a dev PKI directory (`[tls] crl`
+/// of the gateway.toml that `dev-certs` writes).
+pub const DEV_CRL_FILE: &str = "agents.crl.pem";
+
+/// Validity of a development CRL (its nextUpdate after thisUpdate): as long as the agent
+/// certificates, since the gateway refuses every agent once the CRL is past its nextUpdate.
+const DEV_CRL_DAYS: i64 = 365;
+
+/// What [`revoke_agent`] did.
+#[derive(Debug)]
+pub struct Revoked {
+    /// The serial number revoked (hex, colon-separated).
+    pub serial: String,
+    /// The CRL file written (or already listing the serial).
+    pub crl: PathBuf,
+    /// The CRL number of the file now in place.
+    pub crl_number: String,
+    /// The serial was already in the CRL: nothing was written.
+    pub already: bool,
+    /// The CRL file did not exist before (a dev PKI made before CRLs): it was created.
+    pub created: bool,
+}
+
+/// `gateway dev-certs revoke`: adds the serial of `DIR/agents/<agency>.pem` to the dev CRL
+/// `DIR/agents.crl.pem` (keeping every entry already there), with the next CRL number, signed
+/// by the dev CA, written atomically (temporary file, fsync, rename). A running gateway puts it
+/// in force at its next connection.
+pub fn revoke_agent(dir: &Path, agency: &AgencyId, now: OffsetDateTime) -> Result<Revoked> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer, parse_x509_pem};
+    let issuer = load_issuer(dir)?;
+    let cert_path = dir.join("agents").join(format!("{agency}.pem"));
+    let pem = std::fs::read(&cert_path).with_context(|| {
+        format!(
+            "cannot read {}: is {agency} an agency of this development PKI?",
+            cert_path.display()
+        )
+    })?;
+    let (_, pem) = parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate: {e}", cert_path.display()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("{}: not an X.509 certificate: {e}", cert_path.display()))?;
+    let serial = SerialNumber::from_slice(unsigned(cert.raw_serial()));
+
+    let crl_path = dir.join(DEV_CRL_FILE);
+    let ca = crate::tls::read_certs(&dir.join("ca.pem"))?;
+    let (mut entries, number, created) = match std::fs::read(&crl_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (Vec::new(), BigUint::from(0u8), true)
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", crl_path.display())),
+        Ok(bytes) => {
+            // Only a CRL the dev CA signed is extended (never re-sign what someone else wrote).
+            let set = crate::revocation::CrlSet::parse(&bytes, &ca, &crl_path)?;
+            let [der] = set.ders() else {
+                bail!(
+                    "{} holds {} CRLs; the development CRL holds exactly one",
+                    crl_path.display(),
+                    set.ders().len()
+                );
+            };
+            let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", crl_path.display()))?;
+            let entries = crl
+                .iter_revoked_certificates()
+                .map(|r| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(unsigned(r.raw_serial())),
+                    revocation_time: r.revocation_date.to_datetime(),
+                    reason_code: r.reason_code().and_then(|(_, c)| reason(c.0)),
+                    invalidity_date: r.invalidity_date().map(|(_, t)| t.to_datetime()),
+                })
+                .collect::<Vec<_>>();
+            let number = crl.crl_number().cloned().unwrap_or_default();
+            (entries, number, false)
+        }
+    };
+    let shown = serial.to_string();
+    if entries.iter().any(|e| e.serial_number == serial) {
+        return Ok(Revoked {
+            serial: shown,
+            crl: crl_path,
+            crl_number: number.to_string(),
+            already: true,
+            created,
+        });
+    }
+    entries.push(RevokedCertParams {
+        serial_number: serial,
+        revocation_time: now,
+        reason_code: None,
+        invalidity_date: None,
+    });
+    let number = number + 1u8;
+    let text = dev_crl_pem(&issuer, number.to_bytes_be().into(), entries, now)?;
+    write_atomic(&crl_path, &text, 0o644)?;
+    Ok(Revoked {
+        serial: shown,
+        crl: crl_path,
+        crl_number: number.to_string(),
+        already: false,
+        created,
+    })
+}
+
+/// A development CRL signed by the dev CA: thisUpdate a minute before `now` (clock skew),
+/// nextUpdate [`DEV_CRL_DAYS`] later.
+fn dev_crl_pem(
+    issuer: &Issuer<'_, KeyPair>,
+    number: SerialNumber,
+    revoked: Vec<RevokedCertParams>,
+    now: OffsetDateTime,
+) -> Result<String> {
+    let params = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + Duration::days(DEV_CRL_DAYS),
+        crl_number: number,
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    Ok(params
+        .signed_by(issuer)
+        .context("cannot sign the development CRL")?
+        .pem()?)
+}
+
+/// The magnitude of a DER INTEGER's content bytes (leading zero bytes dropped), as rcgen
+/// takes serial numbers.
+fn unsigned(raw: &[u8]) -> &[u8] {
+    let start = raw
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    &raw[start..]
+}
+
+/// The rcgen revocation reason for a CRL reason code.
+fn reason(code: u8) -> Option<RevocationReason> {
+    use RevocationReason as R;
+    Some(match code {
+        0 => R::Unspecified,
+        1 => R::KeyCompromise,
+        2 => R::CaCompromise,
+        3 => R::AffiliationChanged,
+        4 => R::Superseded,
+        5 => R::CessationOfOperation,
+        6 => R::CertificateHold,
+        8 => R::RemoveFromCrl,
+        9 => R::PrivilegeWithdrawn,
+        10 => R::AaCompromise,
+        _ => return None,
+    })
+}
+
+/// Replaces `path` with `text` atomically: a temporary file in the same directory, written and
+/// fsynced, renamed over `path`, then the directory fsynced. A reader sees the old file or the
+/// new one, never a part.
+fn write_atomic(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {} to {}", tmp.display(), path.display())
+    })?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
+    Ok(())
+}
+
 /// Issues an agent client certificate (PEM cert, PEM key) with the agency's SPIFFE SAN URI.
 pub fn issue_agent_cert(
     issuer: &Issuer<'_, KeyPair>,
@@ -286,7 +481,9 @@ trust_domain = "{trust_domain}"
 ca = "ca.pem"
 cert = "gateway.pem"
 key = "gateway.key"
-# crl = "crl.pem"
+# CRL of agent certificates, checked at every handshake and re-read when the file changes
+# (`gateway dev-certs revoke --agency ID` adds to it). Expired or invalid: see the README.
+crl = "{crl}"
 
 [limits]
 max_message_bytes = 4194304
@@ -311,6 +508,7 @@ leeway_secs = 30
 key = "release.key"
 "#,
         origin = audit_origin(trust_domain),
+        crl = DEV_CRL_FILE,
         jwks = crate::jwt::DEV_IDP_JWKS_FILE,
         issuer = crate::jwt::DEV_ISSUER,
         audience = crate::jwt::DEV_AUDIENCE,
@@ -400,6 +598,69 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str, mode: u32) -> Result<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoke_adds_the_agency_serial_and_the_verifier_then_refuses_only_that_agent() {
+        use rustls::pki_types::UnixTime;
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tmp");
+        make_dev_pki(dir.path(), &DevPkiOptions::default()).expect("pki");
+        let ca = crate::tls::read_certs(&dir.path().join("ca.pem")).expect("ca");
+        let crl_path = dir.path().join(DEV_CRL_FILE);
+        let initial = crate::revocation::CrlSet::load(&crl_path, &ca).expect("initial CRL");
+        assert_eq!((initial.revoked(), initial.number()), (0, "1".to_owned()));
+
+        let lfb = AgencyId::new("lfb").expect("id");
+        let now = OffsetDateTime::now_utc();
+        let done = revoke_agent(dir.path(), &lfb, now).expect("revoke");
+        assert!(!done.already && !done.created);
+        assert_eq!(done.crl_number, "2");
+        let again = revoke_agent(dir.path(), &lfb, now).expect("again");
+        assert!(again.already);
+        assert_eq!(again.crl_number, "2", "nothing re-signed");
+        let met = AgencyId::new("met-police").expect("id");
+        assert_eq!(
+            revoke_agent(dir.path(), &met, now + Duration::hours(1))
+                .expect("met")
+                .crl_number,
+            "3"
+        );
+        let set = crate::revocation::CrlSet::load(&crl_path, &ca).expect("CRL");
+        assert_eq!(set.revoked(), 2, "earlier entries are kept");
+        initial
+            .check_not_older_than(&set, &crl_path)
+            .expect_err("the initial CRL is older");
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &ca {
+            roots.add(c.clone()).expect("root");
+        }
+        let verifier =
+            crate::revocation::client_verifier(std::sync::Arc::new(roots), Some(&set)).expect("v");
+        let cert = |id: &str| {
+            crate::tls::read_certs(&dir.path().join(format!("agents/{id}.pem")))
+                .expect("cert")
+                .remove(0)
+        };
+        for (id, revoked) in [("lfb", true), ("met-police", true), ("probation", false)] {
+            let got = verifier.verify_client_cert(&cert(id), &[], UnixTime::now());
+            if revoked {
+                assert_eq!(
+                    got.err(),
+                    Some(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::Revoked
+                    )),
+                    "{id}"
+                );
+            } else {
+                assert!(got.is_ok(), "{id}: {got:?}");
+            }
+        }
+        assert!(
+            revoke_agent(dir.path(), &AgencyId::new("nobody").expect("id"), now).is_err(),
+            "no certificate for that agency"
+        );
+    }
 
     #[test]
     fn dev_pki_has_private_keys_only_for_the_owner_and_a_usable_audit_key() {

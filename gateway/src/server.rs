@@ -67,7 +67,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
     let store = Store::open_audited(&config.data_dir, Some(audit.clone()))
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let tls =
-        crate::tls::server_config(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
+        crate::tls::ServerTls::load(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
     let addr = listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await

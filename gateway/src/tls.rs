@@ -5,12 +5,12 @@
 //! (JWT); a certificate that is presented must chain to the partnership CA, be in date and not
 //! be revoked, or the handshake fails. Services that need an agent certificate check for it.
 
+use crate::revocation::{CrlPoll, CrlSet, CrlWatch};
 use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use std::path::Path;
-use std::sync::Arc;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -40,57 +40,176 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("cannot read a PEM private key from {}", path.display()))
 }
 
-/// Builds the server TLS config.
+/// Builds the server TLS config, with the CRLs of `crl` (validated as at start-up) if given.
+/// The CRL file is read once; [`ServerTls`] also follows later changes.
 pub fn server_config(
     ca: &Path,
     cert: &Path,
     key: &Path,
     crl: Option<&Path>,
 ) -> Result<rustls::ServerConfig> {
-    install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+    let identity = Identity::load(ca, cert, key)?;
+    let crls = match crl {
+        Some(crl) => Some(CrlSet::load(crl, &identity.ca)?),
+        None => None,
+    };
+    identity.server_config(crls.as_ref())
+}
+
+/// The server TLS config in force. With a CRL file, each [`ServerTls::acceptor`] call (one per
+/// new connection) first looks whether the file changed (one `stat`) and, if so, puts the new
+/// CRLs in force for this and later handshakes, or keeps the last valid ones and logs why.
+/// Connections already established are not cut. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerTls {
+    inner: Arc<Mutex<TlsState>>,
+}
+
+struct TlsState {
+    acceptor: TlsAcceptor,
+    /// What a rebuild needs: `None` for a fixed config (no CRL file to follow).
+    reload: Option<(Identity, CrlWatch)>,
+}
+
+impl ServerTls {
+    /// Loads the server identity and, if given, the CRL file; an invalid CRL file is an error.
+    /// Without a CRL file, agent certificates are not checked for revocation (logged).
+    pub fn load(ca: &Path, cert: &Path, key: &Path, crl: Option<&Path>) -> Result<ServerTls> {
+        let identity = Identity::load(ca, cert, key)?;
+        let Some(crl) = crl else {
+            tracing::warn!(
+                "no [tls] crl in the gateway config: agent certificates are not checked for revocation"
+            );
+            return Ok(ServerTls::from(identity.server_config(None)?));
+        };
+        let watch = CrlWatch::open(crl, identity.ca.clone())
+            .map_err(|e| anyhow::anyhow!("[tls] crl: {e}"))?;
+        let config = identity.server_config(Some(watch.in_force()))?;
+        log_in_force(&watch, "CRL loaded");
+        Ok(ServerTls {
+            inner: Arc::new(Mutex::new(TlsState {
+                acceptor: TlsAcceptor::from(Arc::new(config)),
+                reload: Some((identity, watch)),
+            })),
+        })
     }
-    let mut builder = WebPkiClientVerifier::builder(Arc::new(roots));
-    if let Some(crl) = crl {
-        let crls = CertificateRevocationListDer::pem_file_iter(crl)
-            .with_context(|| format!("cannot read CRLs from {}", crl.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{} holds a malformed PEM CRL", crl.display()))?;
-        builder = builder.with_crls(crls);
+
+    /// The acceptor for a new connection, after putting a changed CRL file in force.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let mut state = match self.inner.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let TlsState { acceptor, reload } = &mut *state;
+        if let Some((identity, watch)) = reload {
+            match watch.poll() {
+                CrlPoll::Unchanged => {}
+                CrlPoll::Reloaded => match identity.server_config(Some(watch.in_force())) {
+                    Ok(config) => {
+                        *acceptor = TlsAcceptor::from(Arc::new(config));
+                        log_in_force(watch, "CRL reloaded");
+                    }
+                    Err(e) => tracing::error!(
+                        file = %watch.path().display(),
+                        error = %format!("{e:#}"),
+                        "cannot rebuild the TLS config with the new CRL; the previous CRL stays in force"
+                    ),
+                },
+                CrlPoll::Refused(e) => tracing::error!(
+                    file = %watch.path().display(),
+                    error = %e,
+                    "CRL file refused; the last valid CRL stays in force"
+                ),
+            }
+        }
+        acceptor.clone()
     }
-    let verifier = builder
-        .allow_unauthenticated()
-        .build()
-        .context("cannot build the client certificate verifier")?;
-    let mut cfg = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(read_certs(cert)?, read_key(key)?)
-        .with_context(|| {
-            format!(
-                "{} and {} do not form a usable server identity",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(cfg)
+}
+
+impl From<rustls::ServerConfig> for ServerTls {
+    /// A fixed config (no CRL file followed).
+    fn from(config: rustls::ServerConfig) -> Self {
+        ServerTls {
+            inner: Arc::new(Mutex::new(TlsState {
+                acceptor: TlsAcceptor::from(Arc::new(config)),
+                reload: None,
+            })),
+        }
+    }
+}
+
+fn log_in_force(watch: &CrlWatch, what: &str) {
+    let set = watch.in_force();
+    let next_update = set.next_update();
+    let file = watch.path().display();
+    if set.expired(time::OffsetDateTime::now_utc()) {
+        tracing::error!(%file, crl_number = %set.number(), %next_update,
+            "{what}, but it is past its nextUpdate: every agent certificate is refused until a fresh CRL is installed");
+    } else {
+        tracing::info!(%file, crl_number = %set.number(), revoked = set.revoked(), %next_update, "{what}");
+    }
+}
+
+/// The partnership CA and the gateway's own certificate chain and key.
+struct Identity {
+    ca: Vec<CertificateDer<'static>>,
+    roots: Arc<rustls::RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    paths: (PathBuf, PathBuf),
+}
+
+impl Identity {
+    fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Identity> {
+        install_crypto_provider();
+        let ca_certs = read_certs(ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &ca_certs {
+            roots
+                .add(c.clone())
+                .with_context(|| format!("{} is not a usable CA certificate", ca.display()))?;
+        }
+        Ok(Identity {
+            ca: ca_certs,
+            roots: Arc::new(roots),
+            chain: read_certs(cert)?,
+            key: read_key(key)?,
+            paths: (cert.to_path_buf(), key.to_path_buf()),
+        })
+    }
+
+    /// TLS 1.3 only, ALPN h2, client certificates verified by
+    /// [`crate::revocation::client_verifier`].
+    fn server_config(&self, crls: Option<&CrlSet>) -> Result<rustls::ServerConfig> {
+        let verifier = crate::revocation::client_verifier(self.roots.clone(), crls)
+            .context("cannot build the client certificate verifier")?;
+        let mut cfg =
+            rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(self.chain.clone(), self.key.clone_key())
+                .with_context(|| {
+                    format!(
+                        "{} and {} do not form a usable server identity",
+                        self.paths.0.display(),
+                        self.paths.1.display()
+                    )
+                })?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(cfg)
+    }
 }
 
 /// Accepts TCP connections, runs TLS handshakes (each bounded by `timeout`) and yields the
 /// finished streams. Failed handshakes are logged with the peer address and dropped.
 pub fn accept_loop(
     listener: TcpListener,
-    config: rustls::ServerConfig,
+    tls: impl Into<ServerTls>,
     timeout: Duration,
     max_handshakes: usize,
     audit: Option<crate::audit::log::AuditLog>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>>
 {
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let tls: ServerTls = tls.into();
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
     tokio::spawn(async move {
@@ -111,7 +230,7 @@ pub fn accept_loop(
                 break;
             }
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = tls.acceptor();
             let tx = tx.clone();
             let audit = audit.clone();
             tokio::spawn(async move {
@@ -121,7 +240,7 @@ pub fn accept_loop(
                         let _ = tx.send(Ok(stream)).await;
                         return;
                     }
-                    Ok(Err(e)) => format!("TLS handshake refused: {e}"),
+                    Ok(Err(e)) => format!("TLS handshake refused: {}", refusal_reason(&e)),
                     Err(_) => "TLS handshake timed out".to_string(),
                 };
                 tracing::warn!(%peer, %reason, "connection refused");
@@ -138,4 +257,25 @@ pub fn accept_loop(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Why a handshake failed, in words an operator can act on (revocation refusals spelled out).
+fn refusal_reason(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let Some(rustls::Error::InvalidCertificate(cert)) =
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    else {
+        return e.to_string();
+    };
+    match cert {
+        C::Revoked => "client certificate revoked (listed in the CRL)".to_owned(),
+        C::UnknownRevocationStatus => {
+            "client certificate's revocation status is unknown (no CRL from its issuer in [tls] crl)"
+                .to_owned()
+        }
+        C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => format!(
+            "the CRL in [tls] crl is past its nextUpdate, so every agent certificate is refused until a fresh CRL is installed ({cert})"
+        ),
+        other => format!("invalid client certificate: {other}"),
+    }
 }
