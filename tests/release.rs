@@ -355,6 +355,86 @@ fn linked_releases_end_to_end() -> Result<()> {
         .filter(|e| e.action.as_str() == "deny")
         .count();
     assert!(denials >= 2, "refusals are audited ({denials})");
+
+    // The public register, generated from the verified export: one row per release, no
+    // personal data (no raw identifier of the source export, no person id, no analyst name).
+    let register = base.join("register");
+    let o = run_gateway(&[
+        "register",
+        "--export",
+        &export.display().to_string(),
+        "--pubkey",
+        &pki.path().join("audit.pub").display().to_string(),
+        "--out",
+        &register.display().to_string(),
+    ])?;
+    ensure!(o.status.success(), "register failed: {}", text(&o));
+    let csv_text = std::fs::read_to_string(register.join("releases.csv"))?;
+    let html_text = std::fs::read_to_string(register.join("index.html"))?;
+    let releases = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "release")
+        .count();
+    assert_eq!(csv_text.lines().count(), releases + 1, "{csv_text}");
+    for dir in [&sv1, &sv2, &reoff, &table] {
+        let id = release_id(dir)?;
+        assert!(
+            csv_text.contains(&id) && html_text.contains(&id),
+            "{id} listed"
+        );
+    }
+    let mut secrets: BTreeSet<String> = BTreeSet::new();
+    for row in read_raw(crime)? {
+        for (k, v) in row {
+            let direct = k.contains("surname")
+                || k.contains("forename")
+                || k.contains("dob")
+                || k.contains("pnc")
+                || k.contains("nhs")
+                || k.contains("address")
+                || k.contains("postcode");
+            if direct && v.len() >= 6 {
+                secrets.insert(v);
+            }
+        }
+    }
+    for dir in [&sv1, &sv2, &reoff] {
+        for f in std::fs::read_dir(dir)? {
+            let f = f?.path();
+            if f.extension().is_some_and(|e| e == "csv") {
+                secrets.extend(person_ids(&f)?);
+            }
+        }
+    }
+    ensure!(
+        secrets.len() > 50,
+        "too few values to search for ({})",
+        secrets.len()
+    );
+    for s in &secrets {
+        assert!(
+            !csv_text.contains(s.as_str()) && !html_text.contains(s.as_str()),
+            "the register shows a personal value"
+        );
+    }
+    // A tampered export writes no register.
+    let mut bad = std::fs::read(&export)?;
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    let tampered = base.join("tampered.txt");
+    std::fs::write(&tampered, &bad)?;
+    let o = run_gateway(&[
+        "register",
+        "--export",
+        &tampered.display().to_string(),
+        "--pubkey",
+        &pki.path().join("audit.pub").display().to_string(),
+        "--out",
+        &base.join("register2").display().to_string(),
+    ])?;
+    assert!(!o.status.success(), "a tampered export made a register");
+    assert!(!base.join("register2").join("releases.csv").exists());
+
     if !gw.stop()?.success() {
         bail!("gateway did not stop cleanly");
     }
