@@ -525,3 +525,124 @@ fn demo_runs_and_prints_per_agency_counts() -> Result<()> {
     );
     Ok(())
 }
+
+/// Secrets hygiene: a whole demo run (dev PKI made on the fly, every agency pushing, linked
+/// releases, audit export), with our own debug logs on, prints no key, no JWT and no raw
+/// identifier of the synthetic exports.
+#[test]
+fn a_demo_run_logs_no_secret_and_no_identifier() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let o = std::process::Command::new(e2e::bin("gateway")?)
+        .args([
+            "demo",
+            "--persons",
+            "200",
+            "--out",
+            &out.path().display().to_string(),
+        ])
+        .env("RUST_LOG", "info,gateway=debug,agent=debug,skp_core=debug")
+        .output()?;
+    assert!(o.status.success(), "{}", text(&o));
+    let logs = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Every secret the dev PKI holds: private keys (their base64 body lines), raw keys (hex)
+    // and JWTs (whole, and their signatures).
+    let mut secrets: Vec<String> = Vec::new();
+    let mut stack = vec![out.path().join("pki")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let Some(name) = name else { continue };
+            let body = std::fs::read_to_string(&p).unwrap_or_default();
+            if name.ends_with(".key") {
+                if body.contains("PRIVATE KEY") {
+                    secrets.extend(
+                        body.lines()
+                            .filter(|l| !l.starts_with("-----") && l.len() >= 24)
+                            .map(str::to_owned),
+                    );
+                } else {
+                    secrets.push(body.trim().to_owned());
+                }
+            } else if name.ends_with(".jwt") {
+                let jwt = body.trim().to_owned();
+                if let Some(sig) = jwt.rsplit('.').next() {
+                    secrets.push(sig.to_owned());
+                }
+                secrets.push(jwt);
+            }
+        }
+    }
+    assert!(
+        secrets.len() >= 10,
+        "found {} secrets to look for",
+        secrets.len()
+    );
+    // Raw identifiers of the synthetic exports.
+    let mut identifiers = std::collections::BTreeSet::new();
+    let mut stack = vec![out.path().join("exports")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "csv") {
+                let mut r = csv::Reader::from_path(&p)?;
+                let h = r.headers()?.clone();
+                let cols: Vec<usize> = h
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        let n = n.to_ascii_lowercase();
+                        [
+                            "surname", "forename", "name", "dob", "birth", "nhs", "pnc", "address",
+                            "postcode",
+                        ]
+                        .iter()
+                        .any(|k| n.contains(k))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                for row in r.records() {
+                    let row = row?;
+                    for &i in &cols {
+                        if let Some(v) = row.get(i)
+                            && v.trim().len() >= 6
+                        {
+                            identifiers.insert(v.trim().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        identifiers.len() > 200,
+        "found {} identifiers to look for",
+        identifiers.len()
+    );
+    for s in &secrets {
+        assert!(
+            !logs.contains(s.as_str()),
+            "a secret of the dev PKI is in the demo's output"
+        );
+    }
+    let leaked: Vec<&String> = identifiers
+        .iter()
+        .filter(|v| logs.contains(v.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{} raw identifiers are in the demo's output",
+        leaked.len()
+    );
+    Ok(())
+}
