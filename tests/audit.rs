@@ -538,3 +538,155 @@ async fn a_full_disk_refuses_ingest_and_recovers_when_space_is_freed() -> Result
     assert_eq!(store.count_records()?, rows);
     Ok(())
 }
+
+/// `curl` of the console's `/metrics` with a bearer token file (none: no header); returns the
+/// HTTP status and the body.
+fn scrape(pki: &Pki, console: &str, token: Option<&Path>) -> Result<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(pki.path().join("ca.pem"))
+    .arg(format!("https://localhost:{console}/metrics"));
+    if let Some(t) = token {
+        let jwt = std::fs::read_to_string(t)?;
+        cmd.args(["-H", &format!("Authorization: Bearer {}", jwt.trim())]);
+    }
+    let o = cmd.output().context("cannot run curl")?;
+    ensure!(o.status.success(), "curl failed: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').context("no status line")?;
+    Ok((code.trim().parse()?, body.to_owned()))
+}
+
+/// The value of one sample of a parsed scrape (0 when absent).
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// The console's `/metrics`: refused without a token or with an analyst's, served to an
+/// auditor in the Prometheus text format (parsed by a Prometheus parser), and changing as
+/// records are pushed and refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_metrics_parse_and_follow_what_the_gateway_does() -> Result<()> {
+    let pki = Pki::new()?;
+    let config = pki.gateway_config();
+    let mut text_cfg = std::fs::read_to_string(&config)?;
+    text_cfg.push_str("\n[console]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, text_cfg)?;
+    let gw = GatewayProc::start(&config)?;
+    let log = gw.log();
+    let console = log
+        .lines()
+        .find(|l| l.contains("console listening"))
+        .and_then(|l| l.rsplit("127.0.0.1:").next())
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|port| !port.is_empty())
+        .with_context(|| format!("no console address in the log:\n{log}"))?;
+    let auditor = pki.path().join("auditors").join("ig-officer.jwt");
+    let analyst = pki.path().join("analysts").join("rbk-analyst.jwt");
+
+    assert_eq!(scrape(&pki, &console, None)?.0, 401);
+    assert_eq!(scrape(&pki, &console, Some(&analyst))?.0, 403);
+    let (code, before) = scrape(&pki, &console, Some(&auditor))?;
+    assert_eq!(code, 200, "{before}");
+    let before = prometheus_parse::Scrape::parse(before.lines().map(|l| Ok(l.to_owned())))?;
+    let entries_before = sample(&before, "skp_audit_log_entries", &[]);
+    assert!(entries_before >= 1.0);
+
+    // lfb pushes its rows, then sends one record the gateway refuses (a flag for a date).
+    let file = lfb_rows(&pki, 60, 5)?;
+    let lines = data_lines(&file)?;
+    let o = push(&pki, &gw, "lfb", "lfb_incident", &file)?;
+    ensure!(o.status.success(), "push failed: {}", text(&o));
+    let ca = pki.ca_pem()?;
+    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
+    let mut lfb = agent_client(&ca, Some((&cert, &key)), gw.addr).await?;
+    let crafted = IngestBatch {
+        dataset: "lfb_incident".into(),
+        schema_version: 1,
+        fields: vec!["date_of_call".into()],
+        records: vec![Record {
+            record_key: vec![9; 32],
+            content_hash: vec![1; 32],
+            persons: vec![],
+            values: vec![sharing_proto::v1::Value {
+                kind: Some(sharing_proto::v1::value::Kind::Flag(true)),
+            }],
+            source_line: 1,
+        }],
+        batch_id: "crafted#2".into(),
+    };
+    let s = lfb
+        .ingest(futures::stream::iter(vec![crafted]))
+        .await?
+        .into_inner();
+    assert_eq!((s.accepted, s.rejected), (0, 1));
+
+    let (code, after) = scrape(&pki, &console, Some(&auditor))?;
+    assert_eq!(code, 200);
+    assert!(!after.contains("Bearer"), "no token in the scrape");
+    let after = prometheus_parse::Scrape::parse(after.lines().map(|l| Ok(l.to_owned())))?;
+    let stored = sample(
+        &after,
+        "skp_ingest_records_total",
+        &[
+            ("agency", "lfb"),
+            ("dataset", "lfb_incident"),
+            ("outcome", "accepted"),
+        ],
+    ) + sample(
+        &after,
+        "skp_ingest_records_total",
+        &[
+            ("agency", "lfb"),
+            ("dataset", "lfb_incident"),
+            ("outcome", "duplicate"),
+        ],
+    );
+    assert_eq!(stored as usize, lines, "every good row counted once");
+    assert_eq!(
+        sample(
+            &after,
+            "skp_ingest_rejected_records_total",
+            &[("agency", "lfb"), ("field", "date_of_call")]
+        ),
+        1.0
+    );
+    assert!(sample(&after, "skp_audit_log_entries", &[]) > entries_before);
+    let days = sample(
+        &after,
+        "skp_agency_certificate_days_to_expiry",
+        &[("agency", "lfb")],
+    );
+    assert!(days > 30.0, "the dev certificate has {days} days left");
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|s| s.metric == "skp_audit_append_seconds_count"),
+        "the append latency histogram is scraped"
+    );
+    drop(gw);
+    Ok(())
+}

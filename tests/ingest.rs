@@ -540,7 +540,10 @@ fn a_demo_run_logs_no_secret_and_no_identifier() -> Result<()> {
             "--out",
             &out.path().display().to_string(),
         ])
-        .env("RUST_LOG", "info,gateway=debug,agent=debug,skp_core=debug")
+        .env(
+            "GATEWAY_LOG",
+            "info,gateway=debug,agent=debug,skp_core=debug",
+        )
         .output()?;
     assert!(o.status.success(), "{}", text(&o));
     let logs = format!(
@@ -644,5 +647,38 @@ fn a_demo_run_logs_no_secret_and_no_identifier() -> Result<()> {
         "{} raw identifiers are in the demo's output",
         leaked.len()
     );
+    Ok(())
+}
+
+/// `--log-format json`: every log line of a demo run is one JSON object with a level and a
+/// message, for log collectors.
+#[test]
+fn json_logs_are_one_object_a_line() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let o = std::process::Command::new(e2e::bin("gateway")?)
+        .args([
+            "--log-format",
+            "json",
+            "demo",
+            "--persons",
+            "40",
+            "--out",
+            &out.path().display().to_string(),
+        ])
+        .env("GATEWAY_LOG", "info")
+        .output()?;
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let mut lines = 0;
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not a JSON log line: {line}"))?;
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 5, "only {lines} log lines");
     Ok(())
 }

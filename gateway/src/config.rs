@@ -25,6 +25,13 @@ struct RawConfig {
     policy: RawPolicy,
     jwt: Option<RawJwt>,
     release: Option<RawRelease>,
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +118,8 @@ pub struct GatewayConfig {
     pub jwt: crate::jwt::JwtConfig,
     /// The release key file (`[release] key`): 64 hex characters, mode 0600.
     pub release_key: PathBuf,
+    /// The HTTPS console listener (`[console] listen`: `/metrics` for operators); `None`: off.
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl GatewayConfig {
@@ -139,6 +148,16 @@ impl GatewayConfig {
                 raw.listen
             )
         })?;
+        let console_listen = match &raw.console {
+            None => None,
+            Some(c) => Some(c.listen.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: console.listen = {:?} is not an address; write it as IP:PORT, e.g. \"127.0.0.1:7444\"",
+                    path.display(),
+                    c.listen
+                )
+            })?),
+        };
         let max_message_bytes = raw
             .limits
             .max_message_bytes
@@ -191,6 +210,7 @@ impl GatewayConfig {
             audit_key: rel(&audit.key),
             audit_origin,
             release_key: rel(&release.key),
+            console_listen,
             listen,
             data_dir: rel(&raw.data_dir),
             trust_domain: raw.trust_domain,

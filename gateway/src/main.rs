@@ -11,8 +11,21 @@ use std::path::{Path, PathBuf};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log line format on stderr: `text` (for people) or `json` (one object a line, for log
+    /// collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -421,11 +434,14 @@ fn print_received(got: &gateway::client::Received) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Demo { .. }) {
-        "warn"
-    } else {
-        "info"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Demo { .. }) {
+            "warn"
+        } else {
+            "info"
+        },
+        cli.log_format,
+    );
     gateway::tls::install_crypto_provider();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -1052,12 +1068,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},sled=warn,h2=warn,tower=warn")));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).init(),
+    }
 }

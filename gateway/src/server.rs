@@ -22,6 +22,8 @@ use tokio::sync::oneshot;
 pub struct RunningGateway {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The console's bound address, when `[console] listen` is set.
+    pub console: Option<SocketAddr>,
     /// The store, for read-only inspection (counts).
     pub store: Store,
     /// The audit log.
@@ -162,8 +164,22 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
             .context("gRPC server failed")
     });
     tracing::info!(%addr, datasets, catalog_sha256 = %catalog.sha256(), audit_entries = audit.size(), "gateway listening");
+    let console = match config.console_listen {
+        Some(c) => Some(
+            crate::console::start(
+                c,
+                &config.cert,
+                &config.key,
+                shared.jwt.clone(),
+                audit.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Ok(RunningGateway {
         addr,
+        console,
         store,
         audit,
         shared,
@@ -314,6 +330,9 @@ pub async fn serve(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
                 reload_policy(&config, &shared).await;
             }
         });
+    }
+    if let Some(c) = running.console {
+        println!("console listening on https://{c}/metrics");
     }
     println!("gateway listening on {}", running.addr);
     shutdown_signal().await;

@@ -206,12 +206,17 @@ impl AuditLog {
     /// Appends entries (their `seq`, `prev` and `time` are filled in) and returns their
     /// indexes once they are durable.
     pub async fn append(&self, entries: Vec<Entry>) -> Result<Vec<u64>, AuditError> {
+        let t = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { entries, reply })
             .await
             .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        let r = rx.await.map_err(|_| AuditError::Closed)?;
+        if r.is_ok() {
+            crate::metrics::global().audit_append(t.elapsed().as_secs_f64());
+        }
+        r
     }
 
     /// Appends one entry; returns its index once durable.
@@ -224,11 +229,16 @@ impl AuditLog {
 
     /// [`AuditLog::append`] for a thread outside the async runtime (the store's writer).
     pub fn append_blocking(&self, entries: Vec<Entry>) -> Result<Vec<u64>, AuditError> {
+        let t = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
             .blocking_send(Job { entries, reply })
             .map_err(|_| AuditError::Closed)?;
-        rx.blocking_recv().map_err(|_| AuditError::Closed)?
+        let r = rx.blocking_recv().map_err(|_| AuditError::Closed)?;
+        if r.is_ok() {
+            crate::metrics::global().audit_append(t.elapsed().as_secs_f64());
+        }
+        r
     }
 
     /// Number of durable entries.

@@ -305,6 +305,7 @@ impl Releaser {
                 .collect();
             entry.agreement = Some(agreement_ref(known));
             let seq = self.audit.append_blocking(vec![entry])?;
+            crate::metrics::global().denied(d.rule);
             return Err(ReleaseError::Denied {
                 rule: d.rule,
                 message: d.message,
@@ -534,6 +535,7 @@ impl Releaser {
                     entry.datasets = vec![ds.clone()];
                     entry.agreement = Some(decided.agreement.clone());
                     let seq = self.audit.append_blocking(vec![entry])?;
+                    crate::metrics::global().denied("unprotectable-table");
                     return Err(ReleaseError::Denied {
                         rule: "unprotectable-table",
                         message,
@@ -693,6 +695,7 @@ impl Releaser {
             }
         };
         self.registry.commit(&release_id, index)?;
+        crate::metrics::global().released(kind, rows);
         let binding = self.binding(index)?;
         let manifest = manifest::Manifest {
             release: body,

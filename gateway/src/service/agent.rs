@@ -133,6 +133,7 @@ impl AgentService for AgentSvc {
                 match plan.check(&agency, rec, now_ms) {
                     Ok(r) => good.push(r),
                     Err(p) => {
+                        crate::metrics::global().rejected(agency.as_str(), &dataset, &p.field);
                         rejected += 1;
                         summary.rejected += 1;
                         counts.rejected += 1;
@@ -170,6 +171,12 @@ impl AgentService for AgentSvc {
             tally(r, &mut summary, &mut per_dataset)?;
         }
         summary.per_dataset = per_dataset.into_values().collect();
+        let m = crate::metrics::global();
+        for d in &summary.per_dataset {
+            m.ingested(agency.as_str(), &d.dataset, "accepted", d.accepted);
+            m.ingested(agency.as_str(), &d.dataset, "duplicate", d.duplicates);
+            m.ingested(agency.as_str(), &d.dataset, "replaced", d.replaced);
+        }
         tracing::info!(
             %agency,
             batches = summary.batches,

@@ -158,7 +158,20 @@ impl Shared {
     /// The calling agency; anything else is refused and the refusal audited.
     pub async fn require_agent<T>(&self, req: &Request<T>) -> Result<AgencyId, Status> {
         match identify(req, &self.trust_domain) {
-            Ok(Identity::Agent(a)) => Ok(a),
+            Ok(Identity::Agent(a)) => {
+                if let Some(not_after) =
+                    req.peer_certs()
+                        .and_then(|c| c.first().cloned())
+                        .and_then(|leaf| {
+                            x509_parser::parse_x509_certificate(leaf.as_ref())
+                                .ok()
+                                .map(|(_, c)| c.validity().not_after.timestamp())
+                        })
+                {
+                    crate::metrics::global().certificate(a.as_str(), not_after);
+                }
+                Ok(a)
+            }
             Ok(other) => Err(self
                 .auth_failure(
                     req,
