@@ -29,27 +29,57 @@ pub type Rows = (Vec<String>, Vec<Result<Row, BadRow>>);
 /// Reads every row of a CSV or JSONL file, sorted into good and unreadable rows.
 /// Returns the header (CSV) or the union of keys seen (JSONL) as well.
 pub fn read(path: &Path) -> Result<Rows> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "csv" => read_csv(path),
-        "jsonl" | "ndjson" => read_jsonl(path),
-        _ => bail!(
-            "{}: unknown file type; the agent reads .csv (with a header row) and .jsonl files",
-            path.display()
-        ),
+    let format = Format::of(path)?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_format(format, path, file)
+}
+
+/// Like [`read`], but reads the export's bytes from `reader` instead of opening `path`; `path`
+/// only names the export in errors and, by its extension, picks the format. For callers that
+/// already hold the bytes, such as the fuzz targets and their replay tests.
+pub fn read_from(path: &Path, reader: impl std::io::Read) -> Result<Rows> {
+    read_format(Format::of(path)?, path, reader)
+}
+
+/// The export formats the agent reads.
+#[derive(Clone, Copy)]
+enum Format {
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    /// The format named by the file's extension.
+    fn of(path: &Path) -> Result<Format> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Ok(Format::Csv),
+            "jsonl" | "ndjson" => Ok(Format::Jsonl),
+            _ => bail!(
+                "{}: unknown file type; the agent reads .csv (with a header row) and .jsonl files",
+                path.display()
+            ),
+        }
     }
 }
 
-fn read_csv(path: &Path) -> Result<Rows> {
+fn read_format(format: Format, path: &Path, reader: impl std::io::Read) -> Result<Rows> {
+    match format {
+        Format::Csv => read_csv(path, reader),
+        Format::Jsonl => read_jsonl(std::io::BufReader::new(reader)),
+    }
+}
+
+fn read_csv(path: &Path, reader: impl std::io::Read) -> Result<Rows> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .from_reader(reader);
     let headers: Vec<String> = rdr
         .headers()
         .with_context(|| format!("{}:1: cannot read the header row", path.display()))?
@@ -92,12 +122,10 @@ fn read_csv(path: &Path) -> Result<Rows> {
     Ok((headers, rows))
 }
 
-fn read_jsonl(path: &Path) -> Result<Rows> {
-    use std::io::BufRead;
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+fn read_jsonl(reader: impl std::io::BufRead) -> Result<Rows> {
     let mut seen: Vec<String> = Vec::new();
     let mut rows = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line_no = i as u64 + 1;
         let line = match line {
             Ok(l) => l,
