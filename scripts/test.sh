@@ -3,6 +3,8 @@
 # including end-to-end tests that run the real gateway and agent binaries over loopback mTLS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== browser test tools (headless Chromium + Playwright for the console test)"
+scripts/browser-tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

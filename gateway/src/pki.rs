@@ -502,6 +502,10 @@ issuer = "{issuer}"
 audience = "{audience}"
 leeway_secs = 30
 
+# The IG console (HTTPS pages for auditors, Prometheus /metrics): uncomment to serve it.
+# [console]
+# listen = "127.0.0.1:7444"
+
 [release]
 # Released person ids are HMACs of cluster ids under keys derived from this one per agreement
 # and purpose (never sent anywhere). 64 hex characters, mode 0600.

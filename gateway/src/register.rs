@@ -169,7 +169,7 @@ pub fn html(rows: &[RegisterRow], source: &Source) -> String {
 }
 
 /// HTML-escapes text for element content and attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -165,16 +165,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
     });
     tracing::info!(%addr, datasets, catalog_sha256 = %catalog.sha256(), audit_entries = audit.size(), "gateway listening");
     let console = match config.console_listen {
-        Some(c) => Some(
-            crate::console::start(
-                c,
-                &config.cert,
-                &config.key,
-                shared.jwt.clone(),
-                audit.clone(),
-            )
-            .await?,
-        ),
+        Some(c) => Some(crate::console::start(c, &config.cert, &config.key, shared.clone()).await?),
         None => None,
     };
     Ok(RunningGateway {
@@ -332,7 +323,7 @@ pub async fn serve(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         });
     }
     if let Some(c) = running.console {
-        println!("console listening on https://{c}/metrics");
+        println!("console listening on https://{c}/ (pages for auditors; /metrics)");
     }
     println!("gateway listening on {}", running.addr);
     shutdown_signal().await;

@@ -54,12 +54,12 @@ type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::AuditEntry, Status>> + S
 type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
 /// A query's filters, checked.
-struct Filter {
+pub(crate) struct Filter {
     q: pb::AuditQuery,
 }
 
 impl Filter {
-    fn new(q: pb::AuditQuery) -> Result<Filter, Status> {
+    pub(crate) fn new(q: pb::AuditQuery) -> Result<Filter, Status> {
         for (name, t) in [("from_time", &q.from_time), ("to_time", &q.to_time)] {
             let ok = t.is_empty()
                 || (t.len() >= 4
@@ -90,7 +90,7 @@ impl Filter {
         Ok(Filter { q })
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let q = &self.q;
         let mut parts = vec![format!("query start={}", q.start)];
         for (name, v) in [
@@ -110,7 +110,7 @@ impl Filter {
         parts.join(" ")
     }
 
-    fn matches(&self, e: &Entry) -> bool {
+    pub(crate) fn matches(&self, e: &Entry) -> bool {
         let q = &self.q;
         let eq = |want: &str, have: &str| want.is_empty() || want == have;
         (q.from_time.is_empty() || e.time.as_str() >= q.from_time.as_str())
