@@ -90,11 +90,13 @@ pub async fn send(
     client.ingest(stream).await.map(|r| r.into_inner())
 }
 
-/// Whether a failed call is worth retrying later (the gateway was unreachable or stopping).
+/// Whether a failed call is worth retrying later (the gateway was unreachable or stopping, or
+/// asked to slow down: `ResourceExhausted` is its rate or concurrency limit).
 pub fn is_retryable(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         tonic::Code::Unavailable
+            | tonic::Code::ResourceExhausted
             | tonic::Code::Unknown
             | tonic::Code::Cancelled
             | tonic::Code::DeadlineExceeded

@@ -81,6 +81,128 @@ struct RawLimits {
     max_message_bytes: Option<usize>,
     handshake_timeout_secs: Option<u64>,
     max_handshakes: Option<usize>,
+    max_batch_records: Option<usize>,
+    max_release_rows: Option<u64>,
+    max_streams_per_agency: Option<usize>,
+    agency_calls_per_min: Option<u32>,
+    agency_records_per_sec: Option<u32>,
+    max_calls_per_user: Option<usize>,
+    user_calls_per_min: Option<u32>,
+    max_concurrent_releases: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    stream_idle_secs: Option<u64>,
+    max_connection_streams: Option<u32>,
+}
+
+impl RawLimits {
+    /// The per-caller limits, each checked against its range.
+    fn limits(&self, path: &Path) -> Result<crate::limits::Limits> {
+        let d = crate::limits::Limits::default();
+        fn pick<T: Copy + PartialOrd + std::fmt::Display>(
+            path: &Path,
+            name: &str,
+            v: Option<T>,
+            default: T,
+            lo: T,
+            hi: T,
+        ) -> Result<T> {
+            let v = v.unwrap_or(default);
+            if v < lo || v > hi {
+                bail!(
+                    "{}: limits.{name} = {v} is out of range; give a value from {lo} to {hi} (default {default})",
+                    path.display()
+                );
+            }
+            Ok(v)
+        }
+        let secs = |name: &str, v: Option<u64>, default: std::time::Duration| {
+            pick(path, name, v, default.as_secs(), 1, 86_400).map(std::time::Duration::from_secs)
+        };
+        Ok(crate::limits::Limits {
+            max_batch_records: pick(
+                path,
+                "max_batch_records",
+                self.max_batch_records,
+                d.max_batch_records,
+                1,
+                1_000_000,
+            )?,
+            max_release_rows: pick(
+                path,
+                "max_release_rows",
+                self.max_release_rows,
+                d.max_release_rows,
+                1,
+                1_000_000_000,
+            )?,
+            max_streams_per_agency: pick(
+                path,
+                "max_streams_per_agency",
+                self.max_streams_per_agency,
+                d.max_streams_per_agency,
+                1,
+                10_000,
+            )?,
+            agency_calls_per_min: pick(
+                path,
+                "agency_calls_per_min",
+                self.agency_calls_per_min,
+                d.agency_calls_per_min,
+                1,
+                1_000_000,
+            )?,
+            agency_records_per_sec: pick(
+                path,
+                "agency_records_per_sec",
+                self.agency_records_per_sec,
+                d.agency_records_per_sec,
+                1,
+                100_000_000,
+            )?,
+            max_calls_per_user: pick(
+                path,
+                "max_calls_per_user",
+                self.max_calls_per_user,
+                d.max_calls_per_user,
+                1,
+                10_000,
+            )?,
+            user_calls_per_min: pick(
+                path,
+                "user_calls_per_min",
+                self.user_calls_per_min,
+                d.user_calls_per_min,
+                1,
+                1_000_000,
+            )?,
+            max_concurrent_releases: pick(
+                path,
+                "max_concurrent_releases",
+                self.max_concurrent_releases,
+                d.max_concurrent_releases,
+                1,
+                64,
+            )?,
+            request_timeout: secs(
+                "request_timeout_secs",
+                self.request_timeout_secs,
+                d.request_timeout,
+            )?,
+            stream_idle_timeout: secs(
+                "stream_idle_secs",
+                self.stream_idle_secs,
+                d.stream_idle_timeout,
+            )?,
+            max_connection_streams: pick(
+                path,
+                "max_connection_streams",
+                self.max_connection_streams,
+                d.max_connection_streams,
+                1,
+                10_000,
+            )?,
+        })
+    }
 }
 
 /// The validated gateway configuration.
@@ -120,6 +242,8 @@ pub struct GatewayConfig {
     pub release_key: PathBuf,
     /// The HTTPS console listener (`[console] listen`: `/metrics` for operators); `None`: off.
     pub console_listen: Option<SocketAddr>,
+    /// Per-caller limits (`[limits]`).
+    pub limits: crate::limits::Limits,
 }
 
 impl GatewayConfig {
@@ -224,6 +348,7 @@ impl GatewayConfig {
                 raw.limits.handshake_timeout_secs.unwrap_or(10),
             ),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(1024),
+            limits: raw.limits.limits(path)?,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod console;
 pub mod demo;
 pub mod disclosure;
 pub mod jwt;
+pub mod limits;
 pub mod linkage;
 pub mod metrics;
 pub mod pki;

@@ -33,6 +33,7 @@ struct Inner {
     released_rows: BTreeMap<String, u64>,
     /// Rule → releases refused.
     denials: BTreeMap<String, u64>,
+    limited: BTreeMap<String, u64>,
     /// Cumulative counts per bucket of [`APPEND_BUCKETS`], then the count and the sum.
     append_buckets: [u64; APPEND_BUCKETS.len()],
     append_count: u64,
@@ -85,6 +86,11 @@ impl Metrics {
     /// A release refused, by the rule that refused it.
     pub fn denied(&self, rule: &str) {
         self.with(|m| *m.denials.entry(rule.to_owned()).or_default() += 1);
+    }
+
+    /// One call refused by the resource limit `limit` (a `[limits]` setting).
+    pub fn limited(&self, limit: &str) {
+        self.with(|m| *m.limited.entry(limit.to_owned()).or_default() += 1);
     }
 
     /// One durable audit append (a group of entries) that took `secs`.
@@ -167,6 +173,15 @@ impl Metrics {
         );
         for (r, n) in &m.denials {
             let _ = writeln!(o, "skp_release_denials_total{{rule=\"{}\"}} {n}", lv(r));
+        }
+        head(
+            &mut o,
+            "skp_limit_refusals_total",
+            "counter",
+            "Calls refused by a resource limit, by the [limits] setting that refused them.",
+        );
+        for (l, n) in &m.limited {
+            let _ = writeln!(o, "skp_limit_refusals_total{{limit=\"{}\"}} {n}", lv(l));
         }
         head(
             &mut o,

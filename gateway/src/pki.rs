@@ -488,6 +488,17 @@ crl = "{crl}"
 [limits]
 max_message_bytes = 4194304
 handshake_timeout_secs = 10
+# Per-caller limits (defaults shown; see the README's table):
+# max_batch_records = 10000
+# max_streams_per_agency = 8
+# agency_calls_per_min = 600
+# agency_records_per_sec = 200000
+# stream_idle_secs = 120
+# max_calls_per_user = 4
+# user_calls_per_min = 600
+# max_concurrent_releases = 2
+# max_release_rows = 5000000
+# request_timeout_secs = 600
 
 [audit]
 # Ed25519 key that signs checkpoints of the audit log; IG officers pin audit.pub.

@@ -101,7 +101,8 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
             "cannot open the release registry in {}",
             config.data_dir.join("releases").display()
         )
-    })?;
+    })?
+    .with_max_rows(config.limits.max_release_rows);
     let shared = Shared {
         releaser,
         catalog: catalog.clone(),
@@ -111,6 +112,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         policy: Arc::new(std::sync::RwLock::new(Arc::new(policy))),
         jwt: Arc::new(jwt),
         clock: Arc::new(time::OffsetDateTime::now_utc),
+        limits: crate::limits::Limiter::new(config.limits.clone()),
     };
     let agent = AgentServiceServer::new(AgentSvc::new(shared.clone()))
         .max_decoding_message_size(config.max_message_bytes)
@@ -148,7 +150,8 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
     );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .timeout(std::time::Duration::from_secs(600))
+        .timeout(config.limits.request_timeout)
+        .max_concurrent_streams(config.limits.max_connection_streams)
         .add_service(health)
         .add_service(reflection)
         .add_service(agent)

@@ -126,6 +126,8 @@ pub enum Action {
     StorageFailure,
     /// A dry run of a release request was decided.
     Explain,
+    /// A call was refused by a resource limit (`[limits]`; the reason names the setting).
+    Limit,
 }
 
 impl Action {
@@ -143,6 +145,7 @@ impl Action {
             Action::GatewayStop => "gateway_stop",
             Action::StorageFailure => "storage_failure",
             Action::Explain => "explain",
+            Action::Limit => "limit",
         }
     }
 }

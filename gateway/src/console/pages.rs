@@ -94,7 +94,7 @@ const FILTERS: [&str; 8] = [
     "decision",
 ];
 
-const ACTIONS: [&str; 11] = [
+const ACTIONS: [&str; 12] = [
     "ingest",
     "withdraw",
     "release",
@@ -106,6 +106,7 @@ const ACTIONS: [&str; 11] = [
     "gateway_stop",
     "storage_failure",
     "explain",
+    "limit",
 ];
 
 /// `GET /entries`: the log, newest first, filtered.

@@ -142,6 +142,8 @@ pub struct Releaser {
     links: LinkSet,
     key: Arc<ReleaseKey>,
     registry: Registry,
+    /// Most rows one release may carry (`limits.max_release_rows`).
+    max_rows: u64,
 }
 
 impl std::fmt::Debug for Releaser {
@@ -185,7 +187,15 @@ impl Releaser {
             audit,
             catalog,
             key: Arc::new(key),
+            max_rows: u64::MAX,
         })
+    }
+
+    /// The same releaser refusing releases of more than `rows` rows (audited, rule
+    /// `limits.max_release_rows`).
+    pub fn with_max_rows(mut self, rows: u64) -> Self {
+        self.max_rows = rows;
+        self
     }
 
     /// The registry of releases.
@@ -675,8 +685,26 @@ impl Releaser {
                 .collect(),
             link_scope: link_key.scope.clone(),
         };
-        self.registry.write_persons(&header, &people.seqs())?;
         let rows: u64 = files.iter().map(|f| f.rows).sum();
+        if rows > self.max_rows {
+            let message = format!(
+                "the release would carry {rows} rows, more than the gateway's limit of {}; \
+                 ask for fewer datasets or a narrower purpose",
+                self.max_rows
+            );
+            let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
+            entry.reason = Some(format!("limits.max_release_rows: {message}"));
+            entry.datasets = header.datasets.clone();
+            entry.agreement = Some(decided.agreement.clone());
+            let seq = self.audit.append_blocking(vec![entry])?;
+            crate::metrics::global().limited("limits.max_release_rows");
+            return Err(ReleaseError::Denied {
+                rule: "limits.max_release_rows",
+                message,
+                audit_entry: seq.first().copied(),
+            });
+        }
+        self.registry.write_persons(&header, &people.seqs())?;
         let mut entry = Entry::new(actor.clone(), Action::Release, Decision::Allow);
         entry.datasets = header.datasets.clone();
         entry.fields = fields;

@@ -91,13 +91,34 @@ impl AgentService for AgentSvc {
         req: Request<Streaming<pb::IngestBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
         let agency = self.shared.require_agent(&req).await?;
+        let actor = crate::audit::entry::Actor::agent(agency.as_str(), &self.shared.trust_domain);
+        let admitted = self.shared.limits.agency_call(agency.as_str(), true);
+        let _permit = self.shared.admit(&req, actor.clone(), admitted).await?;
+        let peer = req.remote_addr();
+        let limits = self.shared.limits.limits().clone();
         let mut stream = req.into_inner();
         let mut summary = pb::IngestSummary::default();
         let mut per_dataset: BTreeMap<String, pb::DatasetCounts> = BTreeMap::new();
         let mut pending = FuturesOrdered::new();
 
         loop {
-            let batch = match stream.message().await {
+            let next = tokio::time::timeout(limits.stream_idle_timeout, stream.message()).await;
+            let Ok(next) = next else {
+                // A silent stream holds a place: close it. What it sent before is stored.
+                while pending.next().await.is_some() {}
+                let r = crate::limits::Refusal {
+                    limit: "limits.stream_idle_secs",
+                    message: format!(
+                        "no batch for {} s, so the stream was closed; batches sent before are \
+                         stored (resend them: duplicates are recognised)",
+                        limits.stream_idle_timeout.as_secs()
+                    ),
+                    audit: Some(0),
+                };
+                let status = Status::deadline_exceeded(format!("{}: {}", r.limit, r.message));
+                return Err(self.shared.limit_refused(actor, peer, &r, status).await);
+            };
+            let batch = match next {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
@@ -108,6 +129,28 @@ impl AgentService for AgentSvc {
                 }
             };
             summary.batches += 1;
+            if batch.records.len() > limits.max_batch_records {
+                while pending.next().await.is_some() {}
+                let r = crate::limits::Refusal {
+                    limit: "limits.max_batch_records",
+                    message: format!(
+                        "a batch of {} records is larger than the gateway accepts ({}); send \
+                         smaller batches (agent.toml push.batch_size)",
+                        batch.records.len(),
+                        limits.max_batch_records
+                    ),
+                    audit: Some(0),
+                };
+                let status = Status::invalid_argument(format!("{}: {}", r.limit, r.message));
+                return Err(self.shared.limit_refused(actor, peer, &r, status).await);
+            }
+            let wait = self
+                .shared
+                .limits
+                .pace_records(agency.as_str(), batch.records.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             let plan = match validate::plan(&self.shared.catalog, &agency, &batch) {
                 Ok(p) => p,
                 Err(e) => {
@@ -194,6 +237,9 @@ impl AgentService for AgentSvc {
         req: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WithdrawSummary>, Status> {
         let agency = self.shared.require_agent(&req).await?;
+        let actor = crate::audit::entry::Actor::agent(agency.as_str(), &self.shared.trust_domain);
+        let admitted = self.shared.limits.agency_call(agency.as_str(), false);
+        let _permit = self.shared.admit(&req, actor, admitted).await?;
         let req = req.into_inner();
         let b = pb::IngestBatch {
             dataset: req.dataset.clone(),

@@ -21,10 +21,33 @@ use tonic::{Request, Response, Status};
 async fn run_release(
     shared: &Shared,
     actor: Actor,
+    peer: Option<std::net::SocketAddr>,
     f: impl FnOnce(&Policy, &Actor, time::OffsetDateTime) -> Result<Prepared, ReleaseError>
     + Send
     + 'static,
 ) -> Result<Prepared, Status> {
+    // Releases are built a few at a time gateway-wide; the rest wait, up to the deadline.
+    let timeout = shared.limits.limits().request_timeout;
+    let slot = tokio::time::timeout(timeout, shared.limits.releases.clone().acquire_owned()).await;
+    let _slot = match slot {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return Err(Status::unavailable("the gateway is stopping")),
+        Err(_) => {
+            let r = crate::limits::Refusal {
+                limit: "limits.request_timeout_secs",
+                message: format!(
+                    "no release slot came free within {} s ({} releases are built at once); \
+                     nothing was released, try again later",
+                    timeout.as_secs(),
+                    shared.limits.limits().max_concurrent_releases
+                ),
+                audit: Some(0),
+            };
+            let status =
+                Status::deadline_exceeded(format!("refused by {}: {}", r.limit, r.message));
+            return Err(shared.limit_refused(actor, peer, &r, status).await);
+        }
+    };
     let policy = shared.policy();
     let now = shared.now();
     let result = tokio::task::spawn_blocking(move || f(&policy, &actor, now))
@@ -34,6 +57,16 @@ async fn run_release(
             Status::internal("the release task failed; nothing was released")
         })?;
     result.map_err(|e| match e {
+        ReleaseError::Denied {
+            rule: rule @ "limits.max_release_rows",
+            message,
+            audit_entry,
+        } => Status::resource_exhausted(format!(
+            "refused by {rule}: {message}{}",
+            audit_entry
+                .map(|n| format!(" (audit entry {n})"))
+                .unwrap_or_default()
+        )),
         ReleaseError::Denied {
             rule,
             message,
@@ -167,7 +200,8 @@ impl AnalystService for AnalystSvc {
         &self,
         req: Request<pb::ExtractRequest>,
     ) -> Result<Response<Self::ExtractStream>, Status> {
-        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
+        let peer = req.remote_addr();
         let r = req.into_inner();
         let request = ExtractRequest {
             agreement: r.agreement,
@@ -177,7 +211,7 @@ impl AnalystService for AnalystSvc {
         let fields = r.fields;
         let shared = self.shared.clone();
         let actor = self.shared.analyst_actor(&who);
-        let prepared = run_release(&self.shared, actor, move |policy, actor, now| {
+        let prepared = run_release(&self.shared, actor, peer, move |policy, actor, now| {
             shared
                 .releaser
                 .extract_fields(policy, &who, actor, &request, &fields, now)
@@ -190,7 +224,8 @@ impl AnalystService for AnalystSvc {
         &self,
         req: Request<pb::AggregateRequest>,
     ) -> Result<Response<Self::AggregateStream>, Status> {
-        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
+        let peer = req.remote_addr();
         let r = req.into_inner();
         let request = AggregateRequest {
             agreement: r.agreement,
@@ -200,7 +235,7 @@ impl AnalystService for AnalystSvc {
         };
         let shared = self.shared.clone();
         let actor = self.shared.analyst_actor(&who);
-        let prepared = run_release(&self.shared, actor, move |policy, actor, now| {
+        let prepared = run_release(&self.shared, actor, peer, move |policy, actor, now| {
             shared
                 .releaser
                 .aggregate(policy, &who, actor, &request, now)
@@ -213,7 +248,7 @@ impl AnalystService for AnalystSvc {
         &self,
         req: Request<pb::ListAgreementsRequest>,
     ) -> Result<Response<pb::AgreementList>, Status> {
-        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
         let policy = self.shared.policy();
         let now = self.shared.now();
         let agreements = policy
@@ -266,7 +301,7 @@ impl AnalystService for AnalystSvc {
         &self,
         req: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::Explanation>, Status> {
-        let who = self.shared.require_role(&req, Role::Analyst).await?;
+        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
         let r = req.into_inner();
         if r.fields.len() > 1000 || r.fields.iter().any(|f| f.len() > 128) {
             return Err(Status::invalid_argument(

@@ -6,6 +6,7 @@
 
 use super::{ServiceError, Shared, status_of};
 use crate::audit::entry::{Action, Decision, Entry};
+use crate::jwt::Role;
 use crate::policy::decide::Requester;
 use sharing_proto::v1 as pb;
 use sharing_proto::v1::audit_service_server::AuditService;
@@ -139,7 +140,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::AuditQuery>,
     ) -> Result<Response<Self::QueryStream>, Status> {
-        let auditor = self.shared.require_auditor(&req).await?;
+        let (auditor, _permit) = self.shared.require_user(&req, Role::Auditor).await?;
         let filter = Filter::new(req.into_inner())?;
         self.record_query(&auditor, filter.describe()).await?;
         let limit = match filter.q.limit {
@@ -190,7 +191,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::TreeHeadRequest>,
     ) -> Result<Response<pb::SignedTreeHead>, Status> {
-        self.shared.require_auditor(&req).await?;
+        let _permit = self.shared.require_user(&req, Role::Auditor).await?;
         let cp = self
             .shared
             .audit
@@ -207,7 +208,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProofResponse>, Status> {
-        self.shared.require_auditor(&req).await?;
+        let _permit = self.shared.require_user(&req, Role::Auditor).await?;
         let r = req.into_inner();
         let audit = &self.shared.audit;
         let (size, note) = self.size_or_current(r.tree_size)?;
@@ -242,7 +243,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
-        self.shared.require_auditor(&req).await?;
+        let _permit = self.shared.require_user(&req, Role::Auditor).await?;
         let r = req.into_inner();
         let audit = &self.shared.audit;
         let (new_size, note) = self.size_or_current(r.new_size)?;
@@ -268,7 +269,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::PersonReleasesRequest>,
     ) -> Result<Response<pb::PersonReleasesResponse>, Status> {
-        let auditor = self.shared.require_auditor(&req).await?;
+        let (auditor, _permit) = self.shared.require_user(&req, Role::Auditor).await?;
         let r = req.into_inner();
         if r.tokens.is_empty() || r.tokens.len() > 64 {
             return Err(Status::invalid_argument(
@@ -339,7 +340,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        let auditor = self.shared.require_auditor(&req).await?;
+        let (auditor, _permit) = self.shared.require_user(&req, Role::Auditor).await?;
         self.record_query(&auditor, "export".into()).await?;
         let cp = self
             .shared

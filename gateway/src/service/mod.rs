@@ -86,6 +86,8 @@ pub struct Shared {
     pub releaser: crate::release::Releaser,
     /// The clock decisions use (injectable for tests).
     pub clock: Arc<dyn Fn() -> OffsetDateTime + Send + Sync>,
+    /// Per-caller resource limits.
+    pub limits: crate::limits::Limiter,
 }
 
 impl Shared {
@@ -191,6 +193,19 @@ impl Shared {
         self.require_role(req, Role::Auditor).await
     }
 
+    /// The caller with `role` (see [`Shared::require_role`]), admitted under the per-person
+    /// limits: the permit holds the caller's place until dropped.
+    pub async fn require_user<T>(
+        &self,
+        req: &Request<T>,
+        role: Role,
+    ) -> Result<(Requester, crate::limits::Permit), Status> {
+        let who = self.require_role(req, role).await?;
+        let admitted = self.limits.user_call(&who.sub);
+        let permit = self.admit(req, self.analyst_actor(&who), admitted).await?;
+        Ok((who, permit))
+    }
+
     /// The actor of an identity.
     pub fn actor(&self, id: &Identity) -> Actor {
         match id {
@@ -201,6 +216,48 @@ impl Shared {
                 agency: None,
             },
         }
+    }
+
+    /// Admits a call of `actor` under the resource limits (`admitted` is the limiter's answer);
+    /// a refusal is audited and answered `RESOURCE_EXHAUSTED` naming the setting.
+    pub async fn admit<T>(
+        &self,
+        req: &Request<T>,
+        actor: Actor,
+        admitted: Result<crate::limits::Permit, crate::limits::Refusal>,
+    ) -> Result<crate::limits::Permit, Status> {
+        match admitted {
+            Ok(p) => Ok(p),
+            Err(r) => {
+                let status =
+                    Status::resource_exhausted(format!("refused by {}: {}", r.limit, r.message));
+                Err(self
+                    .limit_refused(actor, req.remote_addr(), &r, status)
+                    .await)
+            }
+        }
+    }
+
+    /// Audits a call refused by a limit (when the refusal says so) and returns `status`.
+    pub async fn limit_refused(
+        &self,
+        actor: Actor,
+        peer: Option<std::net::SocketAddr>,
+        r: &crate::limits::Refusal,
+        status: Status,
+    ) -> Status {
+        tracing::warn!(limit = r.limit, actor = %actor.id, "call refused by a limit");
+        crate::metrics::global().limited(r.limit);
+        if r.audit.is_some() {
+            let mut e = Entry::new(actor, Action::Limit, Decision::Deny);
+            e.reason = Some(r.audit_reason());
+            e.peer = peer.map(|a| a.to_string());
+            if let Err(err) = self.audit.append_one(e).await {
+                tracing::error!(error = %err, "cannot audit a call refused by a limit");
+                return Status::unavailable("the audit log refuses entries; nothing was done");
+            }
+        }
+        status
     }
 
     /// Appends an entry; a failure becomes `Unavailable` (fail closed).
