@@ -108,6 +108,11 @@ fn a_revoked_agent_is_refused_at_its_next_connection_while_others_push() -> Resu
     // lfb's next push is refused at the handshake; met-police still pushes.
     let o = push(&pki, &gw, "lfb", &lfb_ds, &lfb_file)?;
     assert_ne!(o.status.code(), Some(0), "revoked lfb pushed: {}", text(&o));
+    assert!(
+        text(&o).contains("is REVOKED"),
+        "the agent says its certificate is revoked: {}",
+        text(&o)
+    );
     let log = wait_for_log(&gw, "client certificate revoked", 1)?;
     assert!(log.contains("CRL reloaded"), "{}", tail(&log, 20));
     push_ok(&pki, &gw, "met-police", &met_ds, &met_file)?;
@@ -179,6 +184,33 @@ fn a_revoked_agent_is_refused_at_its_next_connection_while_others_push() -> Resu
         "only the push before revocation"
     );
     assert!(ingests_by(&entries, "met-police") >= 1);
+    // Each CRL put in force, and the refused file, is on the log.
+    let crl_loads: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "crl_load")
+        .collect();
+    assert!(
+        crl_loads.len() >= 3,
+        "start-up load, reload, refusal: {crl_loads:#?}"
+    );
+    assert!(
+        crl_loads[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("CRL loaded"))
+    );
+    assert!(crl_loads.iter().any(|e| {
+        e.decision.as_str() == "allow"
+            && e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("CRL reloaded") && r.contains("CRL number 2"))
+    }));
+    assert!(crl_loads.iter().any(|e| {
+        e.decision.as_str() == "deny"
+            && e.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("refused") && r.contains(&crl.display().to_string()))
+    }));
 
     // Started afresh with the corrupt file, the gateway refuses to start (fail closed).
     gw.stop()?;

@@ -105,11 +105,52 @@ pub fn is_retryable(s: &tonic::Status) -> bool {
     )
 }
 
+/// A failed call in words an agency's IT can act on: the status, the transport's reasons
+/// underneath it, and what to do when the gateway refused this agent's certificate at the TLS
+/// handshake (revoked, expired, or not from the partnership CA).
+pub fn describe(s: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        let t = e.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        src = e.source();
+    }
+    let hint = if text.contains("CertificateRevoked") {
+        Some(
+            "the gateway refused this agent's certificate because it is REVOKED (on the \
+             partnership's certificate revocation list); ask the partnership admin for a new \
+             certificate",
+        )
+    } else if text.contains("CertificateExpired") {
+        Some(
+            "the gateway refused this agent's certificate because it has EXPIRED; ask the \
+             partnership admin for a new certificate (`agent check` warns 30 days ahead)",
+        )
+    } else if text.contains("UnknownCA")
+        || text.contains("BadCertificate")
+        || text.contains("CertificateRequired")
+        || text.contains("CertificateUnknown")
+    {
+        Some(
+            "the gateway refused this agent's certificate at the TLS handshake; check `tls.cert` \
+             and `tls.key` in the agent config and that the certificate was issued by the \
+             partnership CA",
+        )
+    } else {
+        None
+    };
+    if let Some(h) = hint {
+        text.push_str(" — ");
+        text.push_str(h);
+    }
+    text
+}
+
 /// An error naming the call and the gateway's reason.
 pub fn status_error(call: &str, s: &tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{call} refused by the gateway ({:?}): {}",
-        s.code(),
-        s.message()
-    )
+    anyhow::anyhow!("{call} refused by the gateway ({})", describe(s))
 }

@@ -369,6 +369,9 @@ fn print_report(r: &PushReport) {
             f.display()
         );
     }
+    if let Some(why) = &r.last_failure {
+        eprintln!("error: the gateway could not take the batches: {why}");
+    }
     if r.catalog_from_cache {
         eprintln!(
             "note: the gateway was unreachable; rows were checked against the cached catalog"

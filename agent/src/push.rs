@@ -49,6 +49,8 @@ pub struct PushReport {
     pub files_sent: usize,
     /// Spool files still waiting (the gateway could not be reached).
     pub files_pending: usize,
+    /// Why the last attempt to reach the gateway failed, when files are still waiting.
+    pub last_failure: Option<String>,
     /// Spool files the gateway refused outright, moved aside, with the reason.
     pub files_refused: Vec<(PathBuf, String)>,
     /// Whether the catalog came from the local cache.
@@ -245,6 +247,7 @@ async fn drain(
                     *conn = None;
                     if attempt >= cfg.retries {
                         report.files_pending = pending.len() - i;
+                        report.last_failure = Some(f.to_string());
                         tracing::warn!(reason = %f, pending = report.files_pending, "gateway unavailable; batches stay spooled for the next run");
                         return Ok(());
                     }
@@ -267,7 +270,7 @@ enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Status(s) => write!(f, "{:?}: {}", s.code(), s.message()),
+            Failure::Status(s) => f.write_str(&client::describe(s)),
             Failure::Connect(s) => f.write_str(s),
         }
     }

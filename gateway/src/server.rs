@@ -141,6 +141,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         .await
         .context("cannot write the start entry to the audit log")?;
 
+    crate::tls::audit_crl_events(&audit, tls.take_events()).await;
     let incoming = crate::tls::accept_loop(
         listener,
         tls,

@@ -69,6 +69,36 @@ struct TlsState {
     acceptor: TlsAcceptor,
     /// What a rebuild needs: `None` for a fixed config (no CRL file to follow).
     reload: Option<(Identity, CrlWatch)>,
+    /// CRL loads and refusals not yet audited.
+    events: Vec<CrlEvent>,
+}
+
+/// A CRL put in force (`in_force`) or a CRL file refused, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlEvent {
+    /// Whether a CRL was put in force (false: the file was refused; the last one stays).
+    pub in_force: bool,
+    /// What happened: file, CRL number, revoked count, next update, or why it was refused.
+    pub reason: String,
+}
+
+fn loaded(watch: &CrlWatch, what: &str) -> CrlEvent {
+    let set = watch.in_force();
+    CrlEvent {
+        in_force: true,
+        reason: format!(
+            "{what}: {} (CRL number {}, {} revoked, next update {}{})",
+            watch.path().display(),
+            set.number(),
+            set.revoked(),
+            set.next_update(),
+            if set.expired(time::OffsetDateTime::now_utc()) {
+                "; PAST its next update: every agent certificate is refused"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 impl ServerTls {
@@ -86,12 +116,23 @@ impl ServerTls {
             .map_err(|e| anyhow::anyhow!("[tls] crl: {e}"))?;
         let config = identity.server_config(Some(watch.in_force()))?;
         log_in_force(&watch, "CRL loaded");
+        let events = vec![loaded(&watch, "CRL loaded")];
         Ok(ServerTls {
             inner: Arc::new(Mutex::new(TlsState {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
                 reload: Some((identity, watch)),
+                events,
             })),
         })
+    }
+
+    /// CRL loads and refusals since the last call, oldest first, for the audit log.
+    pub fn take_events(&self) -> Vec<CrlEvent> {
+        let mut state = match self.inner.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::take(&mut state.events)
     }
 
     /// The acceptor for a new connection, after putting a changed CRL file in force.
@@ -100,7 +141,11 @@ impl ServerTls {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let TlsState { acceptor, reload } = &mut *state;
+        let TlsState {
+            acceptor,
+            reload,
+            events,
+        } = &mut *state;
         if let Some((identity, watch)) = reload {
             match watch.poll() {
                 CrlPoll::Unchanged => {}
@@ -108,18 +153,36 @@ impl ServerTls {
                     Ok(config) => {
                         *acceptor = TlsAcceptor::from(Arc::new(config));
                         log_in_force(watch, "CRL reloaded");
+                        events.push(loaded(watch, "CRL reloaded"));
                     }
-                    Err(e) => tracing::error!(
-                        file = %watch.path().display(),
-                        error = %format!("{e:#}"),
-                        "cannot rebuild the TLS config with the new CRL; the previous CRL stays in force"
-                    ),
+                    Err(e) => {
+                        tracing::error!(
+                            file = %watch.path().display(),
+                            error = %format!("{e:#}"),
+                            "cannot rebuild the TLS config with the new CRL; the previous CRL stays in force"
+                        );
+                        events.push(CrlEvent {
+                            in_force: false,
+                            reason: format!(
+                                "CRL {} could not be put in force ({e:#}); the previous CRL stays in force",
+                                watch.path().display()
+                            ),
+                        });
+                    }
                 },
-                CrlPoll::Refused(e) => tracing::error!(
-                    file = %watch.path().display(),
-                    error = %e,
-                    "CRL file refused; the last valid CRL stays in force"
-                ),
+                CrlPoll::Refused(e) => {
+                    tracing::error!(
+                        file = %watch.path().display(),
+                        error = %e,
+                        "CRL file refused; the last valid CRL stays in force"
+                    );
+                    events.push(CrlEvent {
+                        in_force: false,
+                        reason: format!(
+                            "CRL file refused ({e}); the last valid CRL stays in force"
+                        ),
+                    });
+                }
             }
         }
         acceptor.clone()
@@ -133,6 +196,7 @@ impl From<rustls::ServerConfig> for ServerTls {
             inner: Arc::new(Mutex::new(TlsState {
                 acceptor: TlsAcceptor::from(Arc::new(config)),
                 reload: None,
+                events: Vec::new(),
             })),
         }
     }
@@ -231,6 +295,9 @@ pub fn accept_loop(
             }
             let _ = tcp.set_nodelay(true);
             let acceptor = tls.acceptor();
+            if let Some(audit) = &audit {
+                audit_crl_events(audit, tls.take_events()).await;
+            }
             let tx = tx.clone();
             let audit = audit.clone();
             tokio::spawn(async move {
@@ -257,6 +324,23 @@ pub fn accept_loop(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Appends an entry (action `crl_load`) for each CRL put in force or refused.
+pub async fn audit_crl_events(audit: &crate::audit::log::AuditLog, events: Vec<CrlEvent>) {
+    use crate::audit::entry::{Action, Actor, Decision, Entry};
+    for ev in events {
+        let decision = if ev.in_force {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        };
+        let mut e = Entry::new(Actor::gateway(), Action::CrlLoad, decision);
+        e.reason = Some(ev.reason.chars().take(500).collect());
+        if let Err(err) = audit.append_one(e).await {
+            tracing::error!(error = %err, "cannot audit a CRL load");
+        }
+    }
 }
 
 /// Why a handshake failed, in words an operator can act on (revocation refusals spelled out).

@@ -128,6 +128,8 @@ pub enum Action {
     Explain,
     /// A call was refused by a resource limit (`[limits]`; the reason names the setting).
     Limit,
+    /// A certificate revocation list was put in force (allow) or a CRL file refused (deny).
+    CrlLoad,
 }
 
 impl Action {
@@ -146,6 +148,7 @@ impl Action {
             Action::StorageFailure => "storage_failure",
             Action::Explain => "explain",
             Action::Limit => "limit",
+            Action::CrlLoad => "crl_load",
         }
     }
 }

@@ -94,7 +94,7 @@ const FILTERS: [&str; 8] = [
     "decision",
 ];
 
-const ACTIONS: [&str; 12] = [
+const ACTIONS: [&str; 13] = [
     "ingest",
     "withdraw",
     "release",
@@ -107,6 +107,7 @@ const ACTIONS: [&str; 12] = [
     "storage_failure",
     "explain",
     "limit",
+    "crl_load",
 ];
 
 /// `GET /entries`: the log, newest first, filtered.
