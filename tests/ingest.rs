@@ -682,3 +682,51 @@ fn json_logs_are_one_object_a_line() -> Result<()> {
     assert!(lines >= 5, "only {lines} log lines");
     Ok(())
 }
+
+/// Every key file must be readable by its owner only: the gateway refuses to start, and the
+/// agent refuses to push, naming the file and the `chmod` that fixes it.
+#[test]
+fn key_files_readable_by_others_refuse_to_start() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new()?;
+    let chmod =
+        |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    for key in ["gateway.key", "audit.key", "release.key"] {
+        let path = pki.path().join(key);
+        chmod(&path, 0o644)?;
+        let e = match GatewayProc::start(&pki.gateway_config()) {
+            Ok(mut gw) => {
+                gw.stop()?;
+                bail!("the gateway started with {key} readable by others");
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("chmod 600"),
+            "{key}: {e}"
+        );
+        chmod(&path, 0o600)?;
+    }
+    let mut gw = GatewayProc::start(&pki.gateway_config())?;
+    let (dataset, file) = synth("lfb", 20, &pki.path().join("exports"))?
+        .into_iter()
+        .next()
+        .context("no export")?;
+    for key in ["agents/lfb.key", "linkage.key"] {
+        let path = pki.path().join(key);
+        chmod(&path, 0o640)?;
+        let o = push(&pki, &gw, "lfb", &dataset, &file)?;
+        assert_ne!(o.status.code(), Some(0), "{key}: {}", text(&o));
+        let name = key.rsplit('/').next().unwrap_or(key);
+        assert!(
+            text(&o).contains(name) && text(&o).contains("chmod 600"),
+            "{key}: {}",
+            text(&o)
+        );
+        chmod(&path, 0o600)?;
+    }
+    let o = push(&pki, &gw, "lfb", &dataset, &file)?;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    gw.stop()?;
+    Ok(())
+}

@@ -189,7 +189,7 @@ pub fn check_key_permissions(path: &Path) -> Result<()> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
-            "{} has permissions {mode:o}; the linkage key must be readable by its owner only: run `chmod 600 {}`",
+            "{} has permissions {mode:o}; a key file must be readable by its owner only: run `chmod 600 {}`",
             path.display(),
             path.display()
         );

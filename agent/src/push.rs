@@ -75,6 +75,7 @@ impl PushReport {
 
 /// Pseudonymises `file` as `dataset`, spools it, then sends everything in the spool.
 pub async fn push(cfg: &AgentConfig, dataset: &str, file: &Path) -> Result<PushReport> {
+    crate::config::check_key_permissions(&cfg.key)?;
     let key = cfg.linkage_key()?;
     let spool = Spool::open(&cfg.state_dir)?;
     let mut conn = match client::connect(cfg).await {
@@ -181,6 +182,7 @@ pub async fn push(cfg: &AgentConfig, dataset: &str, file: &Path) -> Result<PushR
 
 /// Sends every spooled file (`agent run`).
 pub async fn run(cfg: &AgentConfig) -> Result<PushReport> {
+    crate::config::check_key_permissions(&cfg.key)?;
     let spool = Spool::open(&cfg.state_dir)?;
     let mut conn = None;
     let mut report = PushReport::default();

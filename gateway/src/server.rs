@@ -68,6 +68,7 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         .with_context(|| format!("cannot open the audit log in {}", config.data_dir.display()))?;
     let store = Store::open_audited(&config.data_dir, Some(audit.clone()))
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    check_private(&config.key, "TLS private key")?;
     let tls =
         crate::tls::ServerTls::load(&config.ca, &config.cert, &config.key, config.crl.as_deref())?;
     let addr = listen.unwrap_or(config.listen);
