@@ -150,6 +150,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
 
     assert_eq!(count(&es, "gateway_start", "allow"), 1, "{es:#?}");
     assert_eq!(count(&es, "policy_load", "allow"), 1, "{es:#?}");
+    assert_eq!(count(&es, "crl_load", "allow"), 1, "the CRL put in force at start");
     let ingests: Vec<&Entry> = es
         .iter()
         .filter(|e| e.action.as_str() == "ingest" && e.decision.as_str() == "allow")
@@ -202,7 +203,7 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
     assert_eq!(count(&es, "audit_query", "allow"), 1, "the export itself");
     assert_eq!(
         es.len(),
-        2 + ingests.len() + 1 + 1 + fails.len() + 1,
+        3 + ingests.len() + 1 + 1 + fails.len() + 1,
         "{es:#?}"
     );
 

@@ -108,8 +108,10 @@ fn a_revoked_agent_is_refused_at_its_next_connection_while_others_push() -> Resu
     // lfb's next push is refused at the handshake; met-police still pushes.
     let o = push(&pki, &gw, "lfb", &lfb_ds, &lfb_file)?;
     assert_ne!(o.status.code(), Some(0), "revoked lfb pushed: {}", text(&o));
+    // The refusal alert names the revocation when it reaches the agent; under TLS 1.3 it can
+    // be lost with the closed connection, and then the agent names the likely causes.
     assert!(
-        text(&o).contains("is REVOKED"),
+        text(&o).contains("is REVOKED") || text(&o).contains("(revoked, expired"),
         "the agent says its certificate is revoked: {}",
         text(&o)
     );

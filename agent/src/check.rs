@@ -116,7 +116,12 @@ pub async fn check(cfg: &AgentConfig) -> Vec<CheckLine> {
             );
             match crate::client::catalog(cfg, Some(&mut c)).await {
                 Err(e) => line(Status::Fail, format!("catalog: {e:#}")),
-                Ok((cat, _)) => {
+                Ok((_, true)) => line(
+                    Status::Fail,
+                    "catalog: the gateway failed while sending it (only the cached one is at hand)"
+                        .to_string(),
+                ),
+                Ok((cat, false)) => {
                     let names: Vec<&str> = cat.datasets().map(|d| d.name.as_str()).collect();
                     line(
                         pass(!names.is_empty()),

@@ -45,31 +45,23 @@ pub async fn connect(cfg: &AgentConfig) -> Result<AgentServiceClient<Channel>> {
 }
 
 /// Fetches the agency's catalog and caches it; falls back to the cache if the gateway cannot be
-/// reached. Returns the catalog and whether it came from the cache.
+/// reached, or fails the call in a way worth retrying (it went away after the connection was
+/// made), so a push still spools its batches. Returns the catalog and whether it came from the
+/// cache.
 pub async fn catalog(
     cfg: &AgentConfig,
     client: Option<&mut AgentServiceClient<Channel>>,
 ) -> Result<(Catalog, bool)> {
     let cache = cfg.state_dir.join("catalog.json");
     if let Some(client) = client {
-        let reply = client
-            .get_catalog(GetCatalogRequest {})
-            .await
-            .map_err(|s| status_error("GetCatalog", &s))?;
-        let reply = reply.into_inner();
-        let mut datasets = Vec::new();
-        for d in &reply.datasets {
-            datasets.push(
-                skp_core::pbconvert::dataset_from_pb(d)
-                    .map_err(|e| anyhow::anyhow!("the gateway sent an unusable catalog: {e}"))?,
-            );
+        match client.get_catalog(GetCatalogRequest {}).await {
+            Ok(reply) => return cache_catalog(cfg, &cache, reply.into_inner()),
+            Err(s) if is_retryable(&s) => tracing::warn!(
+                reason = %describe(&s),
+                "the gateway failed while sending the catalog; working from the cached catalog"
+            ),
+            Err(s) => return Err(status_error("GetCatalog", &s)),
         }
-        let cat = Catalog::from_datasets(datasets, reply.catalog_sha256);
-        std::fs::create_dir_all(&cfg.state_dir)?;
-        let tmp = cache.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&cat)?)?;
-        std::fs::rename(&tmp, &cache)?;
-        return Ok((cat, false));
     }
     let text = std::fs::read(&cache).with_context(|| {
         format!("the gateway cannot be reached and there is no cached catalog at {}; run `agent check` once the gateway is up", cache.display())
@@ -79,6 +71,27 @@ pub async fn catalog(
             .with_context(|| format!("{} is corrupt; delete it", cache.display()))?,
         true,
     ))
+}
+
+/// Converts the gateway's catalog and caches it.
+fn cache_catalog(
+    cfg: &AgentConfig,
+    cache: &std::path::Path,
+    reply: sharing_proto::v1::Catalog,
+) -> Result<(Catalog, bool)> {
+    let mut datasets = Vec::new();
+    for d in &reply.datasets {
+        datasets.push(
+            skp_core::pbconvert::dataset_from_pb(d)
+                .map_err(|e| anyhow::anyhow!("the gateway sent an unusable catalog: {e}"))?,
+        );
+    }
+    let cat = Catalog::from_datasets(datasets, reply.catalog_sha256);
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    let tmp = cache.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&cat)?)?;
+    std::fs::rename(&tmp, cache)?;
+    Ok((cat, false))
 }
 
 /// Sends batches as one Ingest stream and returns the gateway's summary.
@@ -139,6 +152,18 @@ pub fn describe(s: &tonic::Status) -> String {
             "the gateway refused this agent's certificate at the TLS handshake; check `tls.cert` \
              and `tls.key` in the agent config and that the certificate was issued by the \
              partnership CA",
+        )
+    } else if text.contains("transport error")
+        && ["connection closed", "broken pipe", "connection reset"]
+            .iter()
+            .any(|w| text.contains(w))
+    {
+        // Under TLS 1.3 the gateway checks the client certificate after the client thinks the
+        // handshake is done; its refusal alert can be lost when it closes the connection.
+        Some(
+            "the gateway closed the connection; if this persists, it may be refusing this \
+             agent's certificate (revoked, expired, or not issued by the partnership CA): run \
+             `agent check` and ask the partnership admin",
         )
     } else {
         None

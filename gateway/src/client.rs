@@ -193,6 +193,74 @@ pub async fn extract(cfg: &ClientConfig, req: pb::ExtractRequest, out: &Path) ->
     receive(stream, out).await
 }
 
+/// A Parquet copy written by [`write_parquet_copies`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetCopy {
+    /// The released CSV file it was made from.
+    pub csv: String,
+    /// The Parquet file's name, beside the CSV.
+    pub parquet: String,
+    /// Data rows written.
+    pub rows: u64,
+}
+
+/// Writes `<name>.parquet` beside each released `<name>.csv` in the release folder `dir`
+/// (`gateway extract --format parquet`), after checking every file the manifest lists against
+/// its length and SHA-256 there: a copy is made only from a CSV that is exactly what was
+/// released. The CSV files and the manifest are left as they are (they are what the audit
+/// entry covers); `gateway audit verify-release` accepts the copies only if they match.
+///
+/// Each copy is written under a temporary name and renamed when complete, so a failure leaves
+/// no partial `.parquet`; copies made before it stay.
+pub fn write_parquet_copies(dir: &Path) -> Result<Vec<ParquetCopy>> {
+    use crate::release::manifest::{self, MANIFEST_FILE, Manifest};
+    use crate::release::parquet_out;
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let m = Manifest::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    for f in &m.release.files {
+        if !is_plain_name(&f.name) || f.name == MANIFEST_FILE {
+            bail!(
+                "{}: the manifest lists {:?}, which is not a plain file name; refusing the release",
+                dir.display(),
+                f.name
+            );
+        }
+        let file = dir.join(&f.name);
+        let (len, sha) = manifest::hash_file(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if len != f.bytes || sha != f.sha256 {
+            bail!(
+                "{}: {len} bytes with SHA-256 {sha}, but the manifest lists {} bytes with SHA-256 {}: \
+                 the file is not what was released, so no Parquet copy was written; fetch the release again",
+                file.display(),
+                f.bytes,
+                f.sha256
+            );
+        }
+    }
+    let mut copies = Vec::new();
+    for f in &m.release.files {
+        let Some(name) = parquet_out::parquet_name(&f.name) else {
+            continue;
+        };
+        let rows = parquet_out::csv_to_parquet(&dir.join(&f.name), &dir.join(&name))
+            .with_context(|| {
+                format!(
+                    "cannot write the Parquet copy {name} of {} (the release's CSV files in {} are complete and verified; only the copy failed)",
+                    f.name,
+                    dir.display()
+                )
+            })?;
+        copies.push(ParquetCopy {
+            csv: f.name.clone(),
+            parquet: name,
+            rows,
+        });
+    }
+    Ok(copies)
+}
+
 /// Asks for a counts table and writes it to `out` (which must not hold a release already).
 pub async fn aggregate(
     cfg: &ClientConfig,

@@ -28,6 +28,16 @@ enum LogFormat {
     Json,
 }
 
+/// The file format of `gateway extract`'s data files.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExtractFormat {
+    /// CSV only, as released.
+    Csv,
+    /// The released CSV files, plus a Parquet copy of each (`<name>.parquet`) written once
+    /// every file has verified against the manifest.
+    Parquet,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway server until SIGTERM or Ctrl-C.
@@ -146,6 +156,10 @@ enum Command {
         /// Output folder (new or empty).
         #[arg(long)]
         out: PathBuf,
+        /// Data file format: `csv`, or `parquet` for a Parquet copy beside each CSV (the CSV
+        /// files stay: the manifest and the audit entry cover them).
+        #[arg(long, value_enum, default_value_t = ExtractFormat::Csv)]
+        format: ExtractFormat,
     },
     /// Receive a counts table with disclosure control plus manifest.json (analyst).
     Aggregate {
@@ -416,7 +430,7 @@ enum AuditCommand {
     },
 }
 
-fn print_received(got: &gateway::client::Received) {
+fn print_received(got: &gateway::client::Received, copies: &[gateway::client::ParquetCopy]) {
     println!(
         "release {} written to {} (audit entry {}):",
         got.release_id,
@@ -425,6 +439,12 @@ fn print_received(got: &gateway::client::Received) {
     );
     for (name, bytes) in &got.files {
         println!("  {name:<48} {bytes:>12} bytes");
+    }
+    if !copies.is_empty() {
+        println!("Parquet copies of the verified CSV files:");
+        for c in copies {
+            println!("  {:<48} {:>12} rows  (from {})", c.parquet, c.rows, c.csv);
+        }
     }
     println!(
         "check it with: gateway audit verify-release {} --pubkey audit.pub",
@@ -587,6 +607,7 @@ fn run(cli: Cli) -> Result<()> {
             datasets,
             fields,
             out,
+            format,
         } => {
             let cfg = gateway::client::ClientConfig::load(&config, gateway, token_override())?;
             let req = sharing_proto::v1::ExtractRequest {
@@ -596,7 +617,16 @@ fn run(cli: Cli) -> Result<()> {
                 fields,
             };
             let got = runtime()?.block_on(gateway::client::extract(&cfg, req, &out))?;
-            print_received(&got);
+            match format {
+                ExtractFormat::Csv => print_received(&got, &[]),
+                ExtractFormat::Parquet => match gateway::client::write_parquet_copies(&got.dir) {
+                    Ok(copies) => print_received(&got, &copies),
+                    Err(e) => {
+                        print_received(&got, &[]);
+                        return Err(e);
+                    }
+                },
+            }
             Ok(())
         }
         Command::Aggregate {
@@ -616,7 +646,7 @@ fn run(cli: Cli) -> Result<()> {
                 by,
             };
             let got = runtime()?.block_on(gateway::client::aggregate(&cfg, req, &out))?;
-            print_received(&got);
+            print_received(&got, &[]);
             Ok(())
         }
         Command::Register {
@@ -964,6 +994,13 @@ fn audit(cmd: AuditCommand) -> Result<()> {
                 v.checkpoint_size,
                 v.root
             );
+            if v.parquet_copies > 0 {
+                println!(
+                    "{}: {} Parquet copy(ies) hold exactly the rows of their verified CSV files",
+                    dir.display(),
+                    v.parquet_copies
+                );
+            }
             if online {
                 let cfg = AuditorConfig::load_with(&config, gateway, token_override())?;
                 let bytes = std::fs::read(dir.join(manifest::MANIFEST_FILE))?;

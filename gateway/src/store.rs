@@ -9,8 +9,14 @@
 //! One writer thread owns all writes. It takes every queued batch, decides accepted / duplicate /
 //! replaced against the in-memory record-key index, writes the frames with one `write` and one
 //! `fdatasync`, and only then publishes the new state and answers the callers (group commit).
-//! If a write or fsync fails the store is poisoned and refuses every later write until restart
-//! (fail closed; a failed fsync is never retried on the same handle). On open, the log is
+//!
+//! Fail closed: if a write or fsync fails (disk full, I/O error) the group is refused and the
+//! segment is cut back at once to its last durable length through a new handle (a failed fsync
+//! is never retried on the same handle), so no frame of a refused group is found after a
+//! restart; the `storage_failure` audit entry naming the group's entries is written once that
+//! cut has succeeded. Until the cut and the entry have both succeeded the store is poisoned and
+//! refuses every write; both are retried before each later group, so the store recovers by
+//! itself once the fault clears (space freed), without a restart. On open, the log is
 //! scanned: every frame's CRC and sequence number is checked, a torn tail (a crash mid-write,
 //! never acknowledged) is cut off, a bad frame anywhere else refuses start-up, and the
 //! record-key and token indexes are rebuilt.
@@ -94,7 +100,9 @@ pub struct WithdrawCounts {
 /// Store failures.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// A write or fsync failed earlier; the store refuses writes until the gateway restarts.
+    /// A write or fsync failed earlier and the store could not yet be cut back to its durable
+    /// state; it refuses writes until that succeeds (tried before each write: no restart
+    /// needed once the fault clears).
     #[error("the store failed to write durably and refuses writes until the storage fault clears")]
     Poisoned,
     /// The audit entry for the change could not be made durable, so the change was not made.
@@ -278,7 +286,15 @@ struct Inner {
     dir: PathBuf,
     state: RwLock<State>,
     poisoned: AtomicBool,
+    /// Test fault: run in place of the next record-log fdatasync (after the group's bytes are
+    /// written); an error is handled as a failed fsync.
+    #[cfg(test)]
+    on_sync: std::sync::Mutex<Option<SyncFault>>,
 }
+
+/// A fault injected in place of one fdatasync (tests only).
+#[cfg(test)]
+type SyncFault = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
 
 impl Store {
     /// Opens (or creates) the store under `dir`: scans and checks the log (cutting a torn tail),
@@ -300,6 +316,8 @@ impl Store {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
             poisoned: AtomicBool::new(false),
+            #[cfg(test)]
+            on_sync: std::sync::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(64);
         let writer = Writer {
@@ -309,6 +327,7 @@ impl Store {
             seg_len,
             rec_dir,
             audit,
+            unrecorded: None,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -540,9 +559,22 @@ impl Store {
         &self.inner.dir
     }
 
-    /// Whether a write has failed (the store then refuses writes).
+    /// Whether a write has failed and the store has not yet recovered from it (it then
+    /// refuses writes).
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Test fault: `fault` runs in place of the next fdatasync of the record log, after the
+    /// group's bytes are written; an error is handled as a failed fsync.
+    #[cfg(test)]
+    pub(crate) fn fault_next_sync(
+        &self,
+        fault: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) {
+        if let Ok(mut f) = self.inner.on_sync.lock() {
+            *f = Some(Box::new(fault));
+        }
     }
 }
 
@@ -683,6 +715,10 @@ struct Writer {
     seg_len: u64,
     rec_dir: PathBuf,
     audit: Option<AuditLog>,
+    /// A refused group whose `storage_failure` entry is not written yet: (first and last of
+    /// its audit entries, why it failed). Written once its bytes are cut back; until then the
+    /// store refuses writes.
+    unrecorded: Option<(u64, u64, String)>,
 }
 
 enum JobResult {
@@ -704,8 +740,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.inner.poisoned.load(Ordering::SeqCst) && !self.recover() {
-                jobs.into_iter().for_each(|j| fail(j, StoreError::Poisoned));
+            if self.inner.poisoned.load(Ordering::SeqCst)
+                && let Err(e) = self.recover()
+            {
+                jobs.into_iter().for_each(|j| fail(j, e.clone()));
                 continue;
             }
             let mut audited = Vec::new();
@@ -730,10 +768,28 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "store commit failed; refusing writes until the fault clears (fail closed)");
                     self.inner.poisoned.store(true, Ordering::SeqCst);
-                    self.record_failed_commit(&audited, &e);
+                    if let (Some(first), Some(last)) = (audited.first(), audited.last()) {
+                        self.unrecorded = Some((*first, *last, e.to_string()));
+                    }
+                    // Cut the refused group's bytes off now, not at the next write: a restart
+                    // in between must not find its frames. Then say so in the audit log.
+                    match self.cut_back() {
+                        Ok(()) => {
+                            if let Err(why) = self.record_failed_commit() {
+                                tracing::error!(error = %why, "cannot record the failed commit in the audit log yet; retried before the next write");
+                            }
+                        }
+                        Err(ce) => {
+                            tracing::error!(error = %ce, "cannot cut the record log back after a failed commit yet; retried before the next write");
+                        }
+                    }
                     jobs.into_iter().for_each(|j| fail(j, e.clone()));
                 }
             }
+        }
+        // Closed: a last try at the audit entry of a refused group.
+        if self.unrecorded.is_some() && self.recover().is_err() {
+            tracing::error!("stopping with a refused group not recorded in the audit log");
         }
     }
 
@@ -897,9 +953,16 @@ impl Writer {
             self.file
                 .write_all(&buf)
                 .map_err(|e| StoreError::Io(format!("cannot append to the record log: {e}")))?;
-            self.file
-                .sync_data()
-                .map_err(|e| StoreError::Io(format!("fsync of the record log failed: {e}")))?;
+            #[cfg(test)]
+            let injected = self.inner.on_sync.lock().ok().and_then(|mut f| f.take());
+            #[cfg(test)]
+            let synced = match injected {
+                Some(fault) => fault(),
+                None => self.file.sync_data(),
+            };
+            #[cfg(not(test))]
+            let synced = self.file.sync_data();
+            synced.map_err(|e| StoreError::Io(format!("fsync of the record log failed: {e}")))?;
             self.seg_len += buf.len() as u64;
         }
         for (k, v) in key_changes {
@@ -925,9 +988,26 @@ impl Writer {
         Ok(results)
     }
 
-    /// After a failed write: reopens the segment and cuts it back to its durable length (a
-    /// failed fsync is never retried on the same handle). True if the store is writable again.
-    fn recover(&mut self) -> bool {
+    /// After a failed write: cuts the segment back to its durable length and writes the
+    /// audit entry of the refused group, if not done yet. Ok once the store is writable again;
+    /// while the fault persists, the error to refuse writes with.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.cut_back() {
+            tracing::warn!(error = %e, "record store still cannot be written");
+            return Err(StoreError::Poisoned);
+        }
+        if let Err(e) = self.record_failed_commit() {
+            tracing::warn!(error = %e, "the audit entry of a refused group still cannot be written");
+            return Err(StoreError::AuditUnavailable(e));
+        }
+        self.inner.poisoned.store(false, Ordering::SeqCst);
+        tracing::info!("record store writable again");
+        Ok(())
+    }
+
+    /// Reopens the segment and cuts it back to its durable length, dropping whatever a failed
+    /// write left after it (a failed fsync is never retried on the same handle).
+    fn cut_back(&mut self) -> Result<(), String> {
         let path = segment_path(&self.rec_dir, self.seg_no);
         let reopen = || -> std::io::Result<File> {
             let f = OpenOptions::new().append(true).open(&path)?;
@@ -935,46 +1015,55 @@ impl Writer {
             f.sync_all()?;
             Ok(f)
         };
-        match reopen() {
-            Ok(f) => {
-                self.file = f;
-                self.inner.poisoned.store(false, Ordering::SeqCst);
-                tracing::info!("record store writable again");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "record store still cannot be written");
-                false
-            }
-        }
+        let f = reopen().map_err(|e| {
+            format!(
+                "cannot cut {} back to its last durable length: {e}",
+                path.display()
+            )
+        })?;
+        self.file = f;
+        Ok(())
     }
 
-    /// Records in the audit log that the group whose entries are `audited` was not stored.
-    fn record_failed_commit(&self, audited: &[u64], e: &StoreError) {
-        let Some(audit) = &self.audit else { return };
-        if audited.is_empty() {
-            return;
-        }
+    /// Records in the audit log that the refused group (see `unrecorded`) was not stored; only
+    /// called once its bytes are cut back, so the entry is true.
+    fn record_failed_commit(&mut self) -> Result<(), String> {
+        let Some((first, last, why)) = self.unrecorded.take() else {
+            return Ok(());
+        };
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
         let mut entry = Entry::new(Actor::gateway(), Action::StorageFailure, Decision::Deny);
         entry.reason = Some(format!(
-            "entries {}..={} were not committed: {e}",
-            audited.first().copied().unwrap_or(0),
-            audited.last().copied().unwrap_or(0)
+            "entries {first}..={last} were not committed: {why}"
         ));
-        if let Err(ae) = audit.append_blocking(vec![entry]) {
-            tracing::error!(error = %ae, "cannot record the failed commit in the audit log");
+        if let Err(e) = audit.append_blocking(vec![entry]) {
+            self.unrecorded = Some((first, last, why));
+            return Err(format!(
+                "the audit entry of a refused group cannot be written: {e}"
+            ));
         }
+        Ok(())
     }
 
+    /// Starts the next segment. Nothing changes unless the new segment is created and its
+    /// directory entry is durable, so a failure leaves the writer on the old segment (and no
+    /// empty segment after it, which would make a torn tail of the old one refuse start-up).
     fn rotate(&mut self) -> Result<(), StoreError> {
-        self.seg_no += 1;
-        let path = segment_path(&self.rec_dir, self.seg_no);
-        self.file = OpenOptions::new()
+        let next = self.seg_no + 1;
+        let path = segment_path(&self.rec_dir, next);
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| io_at(&path, e))?;
-        fsync_dir(&self.rec_dir)?;
+        if let Err(e) = fsync_dir(&self.rec_dir) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        self.file = file;
+        self.seg_no = next;
         self.seg_len = 0;
         Ok(())
     }
@@ -1390,5 +1479,113 @@ mod tests {
             Err(e) => panic!("unexpected {e}"),
             Ok(_) => panic!("opened a corrupt log"),
         }
+    }
+
+    fn injected_fsync_failure() -> std::io::Result<()> {
+        Err(std::io::Error::other("injected fsync failure"))
+    }
+
+    fn seg_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("records/seg-000001.log"))
+            .expect("segment")
+            .len()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_fsync_is_cut_at_once_refused_and_recovered_without_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        s.ingest(vec![rec(1, 1)]).await.expect("ingest");
+        let durable = seg_len(dir.path());
+        // The group's frames reach the file, then its fdatasync fails.
+        s.fault_next_sync(injected_fsync_failure);
+        let err = s
+            .ingest(vec![rec(2, 2), rec(3, 3)])
+            .await
+            .expect_err("fsync failed");
+        assert!(
+            matches!(&err, StoreError::Io(m) if m.contains("fsync")),
+            "{err}"
+        );
+        assert!(s.is_poisoned());
+        assert_eq!(
+            seg_len(dir.path()),
+            durable,
+            "the refused frames are cut at once"
+        );
+        assert!(s.get("d", &[2; 32]).expect("get").is_none());
+        assert_eq!(s.count_records().expect("count"), 1);
+        // The next write recovers (the file is fine): no restart needed.
+        assert_eq!(
+            s.ingest(vec![rec(2, 2)]).await.expect("recovered"),
+            vec![Outcome::Accepted]
+        );
+        assert!(!s.is_poisoned());
+        // Failed again, then stopped before any later write: nothing of the refused group is
+        // found on reopen, and it is accepted (not a duplicate) when resent.
+        s.fault_next_sync(injected_fsync_failure);
+        s.ingest(vec![rec(3, 3), rec(4, 4)])
+            .await
+            .expect_err("fsync failed");
+        drop(s);
+        let s = reopen(dir.path());
+        assert_eq!(s.count_records().expect("count"), 2);
+        assert!(s.get("d", &[3; 32]).expect("get").is_none());
+        assert_eq!(
+            s.ingest(vec![rec(3, 3), rec(4, 4)]).await.expect("resent"),
+            vec![Outcome::Accepted, Outcome::Accepted]
+        );
+        assert_eq!(s.counts().expect("counts"), vec![("d".to_string(), 4)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_group_is_named_in_the_audit_log_before_any_later_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = skp_core::checkpoint::SigningKey::from_seed_bytes("kingston.skp/audit", &[7; 32])
+            .expect("key");
+        let audit = AuditLog::open(dir.path(), key, "kingston.skp/audit/v1").expect("audit");
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        let entry = || Entry::new(Actor::gateway(), Action::Ingest, Decision::Allow);
+        let ingest = |records: Vec<NewRecord>| {
+            let s = s.clone();
+            async move {
+                s.submit(records, Some(entry()))
+                    .await
+                    .expect("queued")
+                    .await
+                    .expect("answered")
+            }
+        };
+        ingest(vec![rec(1, 1)]).await.expect("ingest");
+        // The group's ingest entry is durable, its records' fsync fails, and so does the
+        // audit append of the storage_failure entry (the audit log is on the same full disk).
+        let a = audit.clone();
+        s.fault_next_sync(move || {
+            a.fail_next_appends(1);
+            injected_fsync_failure()
+        });
+        ingest(vec![rec(2, 2)]).await.expect_err("fsync failed");
+        let refused_entry = audit.size() - 1;
+        // The next write first records that the group was not stored, then goes ahead.
+        assert_eq!(
+            ingest(vec![rec(3, 3)]).await.expect("recovered"),
+            vec![Outcome::Accepted]
+        );
+        let entries: Vec<Entry> = audit
+            .read(0, audit.size())
+            .expect("read")
+            .map(|b| Entry::decode(&b.expect("entry")).expect("decode"))
+            .collect();
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["ingest", "ingest", "storage_failure", "ingest"]);
+        let reason = entries[2].reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with(&format!(
+                "entries {refused_entry}..={refused_entry} were not committed: "
+            )) && reason.contains("fsync"),
+            "{reason}"
+        );
+        assert_eq!(s.count_records().expect("count"), 2);
+        assert!(s.get("d", &[2; 32]).expect("get").is_none());
     }
 }

@@ -8,10 +8,10 @@
 //! - **Appends** go to one writer thread, which takes every queued entry, fills in `seq` (the leaf
 //!   index), `prev` (the root of the tree before it) and `time`, writes them with one `write` and
 //!   one `fdatasync`, and only then answers the callers: an append returns only when durable.
-//! - **Fail closed**: if a write or fsync fails, the log refuses appends and says why. Before each
-//!   later group it tries to recover: it reopens the file, cuts it back to the last durable length
-//!   and fsyncs (a failed fsync is never retried on the same handle). Once the fault clears (space
-//!   freed), appends work again.
+//! - **Fail closed**: if a write or fsync fails, the log refuses appends and says why. It cuts
+//!   the file back to the last durable length at once (reopened: a failed fsync is never retried
+//!   on the same handle), so an entry whose append failed is not found after a restart, and
+//!   again before each later group; once that works (space freed), appends work again.
 //! - **Checkpoints** are signed on demand ([`AuditLog::checkpoint`]) and at most once a second
 //!   after appends; each signed one is persisted before it is handed out.
 //! - **Start-up** reads the last checkpoint first, then every frame: CRC, canonical decoding,
@@ -99,6 +99,9 @@ struct Inner {
     /// Test fault: the writer refuses this many more jobs, writing nothing.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicUsize,
+    /// Test fault: this many more fdatasyncs fail after the group's bytes are written.
+    #[cfg(test)]
+    fail_sync: std::sync::atomic::AtomicUsize,
 }
 
 struct Job {
@@ -182,6 +185,8 @@ impl AuditLog {
             persisted: Mutex::new(persisted),
             #[cfg(test)]
             fail_next: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_sync: std::sync::atomic::AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let writer = Writer {
@@ -349,6 +354,15 @@ impl AuditLog {
             .fail_next
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Test fault: the next `n` fdatasyncs of the log fail after the group's bytes were written
+    /// (as a failed fsync does).
+    #[cfg(test)]
+    pub(crate) fn fail_next_syncs(&self, n: usize) {
+        self.inner
+            .fail_sync
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Inner {
@@ -493,6 +507,11 @@ impl Writer {
                     if let Ok(mut f) = self.inner.failure.lock() {
                         *f = Some(reason.clone());
                     }
+                    // Cut what the failed group left off now: a restart before the next
+                    // append must not find an entry whose append was refused.
+                    if let Err(e) = self.cut_back() {
+                        tracing::error!(error = %e, "cannot cut the audit log back after a failed append yet; retried before the next append");
+                    }
                     for j in jobs {
                         let _ = j.reply.send(Err(AuditError::Unavailable(reason.clone())));
                     }
@@ -518,18 +537,8 @@ impl Writer {
         let Some(reason) = failed else {
             return Ok(());
         };
-        let reopen = || -> std::io::Result<File> {
-            let f = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&self.path)?;
-            f.set_len(self.len)?;
-            f.sync_all()?;
-            Ok(f)
-        };
-        match reopen() {
-            Ok(f) => {
-                self.file = f;
+        match self.cut_back() {
+            Ok(()) => {
                 if let Ok(mut fl) = self.inner.failure.lock() {
                     *fl = None;
                 }
@@ -538,6 +547,19 @@ impl Writer {
             }
             Err(e) => Err(format!("{reason}; recovery failed: {e}")),
         }
+    }
+
+    /// Reopens the file and cuts it back to its durable length, dropping whatever a failed
+    /// append left after it (a failed fsync is never retried on the same handle).
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        f.set_len(self.len)?;
+        f.sync_all()?;
+        self.file = f;
+        Ok(())
     }
 
     fn commit(&mut self, jobs: &mut [Job]) -> Result<Vec<Vec<u64>>, String> {
@@ -581,6 +603,19 @@ impl Writer {
         self.file
             .write_all(&buf)
             .map_err(|e| format!("cannot append to the audit log: {e}"))?;
+        #[cfg(test)]
+        if self
+            .inner
+            .fail_sync
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err("fsync of the audit log failed: injected test fault".into());
+        }
         self.file
             .sync_data()
             .map_err(|e| format!("fsync of the audit log failed: {e}"))?;
@@ -989,5 +1024,51 @@ mod tests {
         close(log);
         let log = open(dir.path()).expect("reopen");
         assert_eq!(log.size(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_fsync_failed_is_cut_at_once_and_never_found_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = entries_path(dir.path());
+        let log = open(dir.path()).expect("open");
+        log.append_one(entry(0)).await.expect("append");
+        let durable = std::fs::metadata(&path).expect("meta").len();
+        // The group's bytes reach the file, then its fdatasync fails.
+        log.fail_next_syncs(1);
+        let err = log
+            .append(vec![entry(1), entry(2)])
+            .await
+            .expect_err("fsync failed");
+        assert!(
+            matches!(&err, AuditError::Unavailable(m) if m.contains("fsync")),
+            "{err}"
+        );
+        assert!(log.failure().is_some(), "appends are refused");
+        assert_eq!(log.size(), 1, "the refused entries are not in the tree");
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").len(),
+            durable,
+            "the refused entries are cut off at once, before any later append"
+        );
+        // Stopped before any later append (a restart): the refused entries are not there.
+        close(log);
+        let log = open(dir.path()).expect("reopen");
+        assert_eq!(log.size(), 1);
+        assert_eq!(log.append_one(entry(3)).await.expect("append"), 1);
+        let bytes = log
+            .read(1, 2)
+            .expect("read")
+            .next()
+            .expect("one")
+            .expect("entry");
+        let e = Entry::decode(&bytes).expect("decode");
+        assert_eq!(e.reason.as_deref(), Some("test entry 3"));
+        // Failed again, and recovered on the next append without a restart.
+        log.fail_next_syncs(1);
+        log.append_one(entry(4)).await.expect_err("fsync failed");
+        assert_eq!(log.append_one(entry(5)).await.expect("recovered"), 2);
+        assert!(log.failure().is_none());
+        close(log);
+        assert_eq!(open(dir.path()).expect("reopen").size(), 3);
     }
 }

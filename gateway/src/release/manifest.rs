@@ -7,11 +7,15 @@
 //! durable: the entry's canonical bytes, its inclusion proof and a signed checkpoint covering it.
 //! [`verify_release`] checks the chain files → body → entry → Merkle root → signature, so an IG
 //! officer holding only the log's verifier key can tell whether a folder is exactly what the
-//! gateway released and audited.
+//! gateway released and audited. The one thing a folder may hold beyond the manifest's files is a
+//! Parquet copy `<name>.parquet` of a listed `<name>.csv` (`gateway extract --format parquet`),
+//! accepted only if it holds exactly that verified CSV's header and rows
+//! ([`super::parquet_out::check_copy`]).
 //!
 //! This module never writes to disk and never puts file contents in an error: files are named,
 //! and their data referred to by length and hash only.
 
+use super::parquet_out::{self, ParquetCopyError};
 use crate::audit::entry::{Action, AgreementRef, Decision, Entry, EntryError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -175,6 +179,9 @@ pub struct VerifiedRelease {
     pub rows: u64,
     /// Number of released files (`manifest.json` not counted).
     pub files: usize,
+    /// Number of Parquet copies beside released CSV files, each checked to hold exactly its
+    /// CSV's rows (not counted in `files`).
+    pub parquet_copies: usize,
 }
 
 /// Why a release folder or manifest was refused.
@@ -292,6 +299,15 @@ pub enum ReleaseVerifyError {
     UnexpectedFile {
         /// The file name (lossy, if not UTF-8).
         name: String,
+    },
+    /// A Parquet copy beside a released CSV does not hold exactly that CSV's rows, or cannot be
+    /// read.
+    #[error("Parquet copy {name}: {source}")]
+    ParquetCopy {
+        /// The Parquet file's name.
+        name: String,
+        /// Why it was refused.
+        source: ParquetCopyError,
     },
     /// `audit.entry` is not a canonical audit entry.
     #[error("{MANIFEST_FILE}: audit.entry: {0}")]
@@ -418,7 +434,8 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 /// Verifies a release folder against the audit log whose checkpoints `key` signs for `origin`.
 ///
 /// Checks, in order: `manifest.json` is present and canonical; every listed file has a plain
-/// name, is present, and has the listed length and SHA-256, and the folder holds nothing else;
+/// name, is present, and has the listed length and SHA-256, and the folder holds nothing else
+/// but Parquet copies of listed CSV files, each holding exactly its CSV's header and rows;
 /// `audit.entry` is a canonical audit entry at `audit.entry_index` recording an allowed release
 /// of exactly this body (its SHA-256), agreement and row count; the checkpoint is signed by
 /// `key` for `origin` and covers the entry; the inclusion proof proves the entry in it.
@@ -431,7 +448,7 @@ pub fn verify_release(
     let body = &manifest.release;
     let audit = &manifest.audit;
 
-    check_files(dir, &body.files)?;
+    let parquet_copies = check_files(dir, &body.files)?;
 
     let rows = body.total_rows().ok_or_else(|| ReleaseVerifyError::Field {
         field: "release.files[].rows".into(),
@@ -472,6 +489,7 @@ pub fn verify_release(
         agreement: body.agreement.clone(),
         rows,
         files: body.files.len(),
+        parquet_copies,
     })
 }
 
@@ -547,8 +565,9 @@ fn read_manifest(dir: &Path) -> Result<Manifest, ReleaseVerifyError> {
 }
 
 /// Checks the names, presence, lengths and hashes of the listed files, and that the folder
-/// holds nothing else.
-fn check_files(dir: &Path, files: &[FileDigest]) -> Result<(), ReleaseVerifyError> {
+/// holds nothing else but Parquet copies of listed CSV files that match them; returns the
+/// number of such copies.
+fn check_files(dir: &Path, files: &[FileDigest]) -> Result<usize, ReleaseVerifyError> {
     let mut names = BTreeSet::new();
     for f in files {
         if !is_plain_name(&f.name) {
@@ -602,6 +621,7 @@ fn check_files(dir: &Path, files: &[FileDigest]) -> Result<(), ReleaseVerifyErro
             });
         }
     }
+    let mut copies: Vec<(String, String)> = Vec::new();
     let listing = std::fs::read_dir(dir).map_err(|source| ReleaseVerifyError::Io {
         path: dir.display().to_string(),
         source,
@@ -615,13 +635,43 @@ fn check_files(dir: &Path, files: &[FileDigest]) -> Result<(), ReleaseVerifyErro
         let known = name
             .to_str()
             .is_some_and(|n| n == MANIFEST_FILE || names.contains(n));
-        if !known {
-            return Err(ReleaseVerifyError::UnexpectedFile {
-                name: name.to_string_lossy().into_owned(),
-            });
+        if known {
+            continue;
+        }
+        let copy_of = name
+            .to_str()
+            .and_then(|n| Some((n, parquet_out::csv_name(n)?)))
+            .filter(|(_, csv)| names.contains(csv.as_str()));
+        match copy_of {
+            Some((n, csv)) => copies.push((n.to_owned(), csv)),
+            None => {
+                return Err(ReleaseVerifyError::UnexpectedFile {
+                    name: name.to_string_lossy().into_owned(),
+                });
+            }
         }
     }
-    Ok(())
+    // The CSV files were verified above, so a copy that matches its CSV is what was released.
+    for (name, csv) in &copies {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(ReleaseVerifyError::NotAFile { name: name.clone() }),
+            Err(source) => {
+                return Err(ReleaseVerifyError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        }
+        parquet_out::check_copy(&dir.join(csv), &path).map_err(|source| {
+            ReleaseVerifyError::ParquetCopy {
+                name: name.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(copies.len())
 }
 
 /// Checks that the entry records the release this body describes.

@@ -13,6 +13,7 @@
 pub mod build;
 pub mod linkset;
 pub mod manifest;
+pub mod parquet_out;
 pub mod registry;
 
 use crate::audit::entry::{Action, Actor, AgreementRef, Decision, Entry};
