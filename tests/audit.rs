@@ -150,7 +150,11 @@ async fn every_action_is_audited_once_and_the_export_verifies() -> Result<()> {
 
     assert_eq!(count(&es, "gateway_start", "allow"), 1, "{es:#?}");
     assert_eq!(count(&es, "policy_load", "allow"), 1, "{es:#?}");
-    assert_eq!(count(&es, "crl_load", "allow"), 1, "the CRL put in force at start");
+    assert_eq!(
+        count(&es, "crl_load", "allow"),
+        1,
+        "the CRL put in force at start"
+    );
     let ingests: Vec<&Entry> = es
         .iter()
         .filter(|e| e.action.as_str() == "ingest" && e.decision.as_str() == "allow")
