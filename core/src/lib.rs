@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod checkpoint;
 pub mod content;
+pub mod fuzzy;
 pub mod ids;
 pub mod merkle;
 pub mod normalise;
