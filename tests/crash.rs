@@ -19,12 +19,14 @@
 //!   persisted at the kill and the checkpoint of the last release received;
 //! - every release received has its entry, byte for byte, at its index; the log holds one
 //!   `gateway_start` per start; each agency's ingest entries count at least the rows its agents
-//!   were told were stored, and all ingest entries at least every stored record (a surplus:
-//!   records counted by the entries of a group the kill cut before its records were written, is
-//!   printed as a FINDING).
+//!   were told were stored, and the ingest entries not named by a `storage_failure` entry
+//!   ("entries a..=b were not committed") count exactly the stored records: the entries of a
+//!   group the kill cut before its records were written are named so at the restart.
 //!
 //! At the end the gateway stops cleanly and the store, opened offline (every frame's CRC
-//! checked), holds exactly one record per row ever generated.
+//! checked), holds exactly one record per row ever generated, and every release entry of the
+//! log has its release in the registry (one the kill cut before its registry commit is
+//! completed at the restart).
 //!
 //! Size and replay: `CRASH_ITERATIONS` (default 5, the CI size) and `CRASH_SEED` (printed at
 //! the start; the kill moments and file sizes derive from it, the interleaving does not).
@@ -240,14 +242,33 @@ fn crash_loop(pki: &Pki, iterations: usize, seed: u64) -> Result<()> {
         audited_accepted >= total,
         "every stored record has an ingest entry counting it: entries count {audited_accepted} accepted, store holds {total}"
     );
+    let committed = committed_accepted(&entries);
+    ensure!(
+        committed == total,
+        "BUG (audit vs store): the ingest entries not named by a storage_failure entry count {committed} accepted records, the store holds {total}: a kill between a group's audit entries and its records must be named at the restart ({} storage_failure entries in the log)",
+        count(&entries, "storage_failure", "deny")
+    );
     let logged_releases = entries
         .iter()
         .filter(|e| e.action.as_str() == "release" && e.decision.as_str() == "allow")
         .count();
-    let registered = std::fs::read_dir(pki.path().join("data/releases"))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".entry"))
-        .count();
+    let mut registered = 0;
+    for e in std::fs::read_dir(pki.path().join("data/releases"))? {
+        let e = e?;
+        if e.file_name().to_string_lossy().ends_with(".entry") {
+            let text = std::fs::read_to_string(e.path())?;
+            ensure!(
+                text.trim().parse::<u64>().is_ok(),
+                "BUG (release registry): {} holds {text:?}, not an audit entry index",
+                e.path().display()
+            );
+            registered += 1;
+        }
+    }
+    ensure!(
+        logged_releases == registered,
+        "BUG (release registry): {logged_releases} release entries in the log but {registered} releases in the registry: a release whose audit entry was written before a kill must be completed in the registry at the restart, so `gateway audit person` finds it"
+    );
 
     print_figures(&figures);
     println!(
@@ -257,17 +278,31 @@ fn crash_loop(pki: &Pki, iterations: usize, seed: u64) -> Result<()> {
     );
     if audited_accepted > total {
         println!(
-            "FINDING (audit vs store): ingest entries count {} accepted records that were never stored: a kill fell between a group's audit entries (durable first, by design) and its records; the agents resent them and they were counted again. No storage_failure entry names those entries ({} storage_failure entries in the log).",
-            audited_accepted - total,
-            count(&entries, "storage_failure", "deny")
-        );
-    }
-    if logged_releases != registered {
-        println!(
-            "FINDING (release registry): {logged_releases} release entries in the log but {registered} releases in the registry: a kill fell between a release's audit entry and its registry commit, and the start-up clean-up removed its person list, so `gateway audit person` cannot find that logged release (nothing of it was sent)."
+            "final: ingest entries named by storage_failure entries (a kill fell between their audit entries and their records) count {} accepted records that were resent and stored later",
+            audited_accepted - total
         );
     }
     Ok(())
+}
+
+/// The records counted as accepted by the allowed ingest entries that no `storage_failure`
+/// entry names as not committed (`entries a..=b were not committed: …`).
+fn committed_accepted(entries: &[Entry]) -> u64 {
+    let named: Vec<(u64, u64)> = entries
+        .iter()
+        .filter(|e| e.action.as_str() == "storage_failure")
+        .filter_map(|e| {
+            let range = e.reason.as_deref()?.strip_prefix("entries ")?;
+            let (a, b) = range.split(' ').next()?.split_once("..=")?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    entries
+        .iter()
+        .filter(|e| e.action.as_str() == "ingest" && e.decision.as_str() == "allow")
+        .filter(|e| !named.iter().any(|(a, b)| (*a..=*b).contains(&e.seq)))
+        .filter_map(|e| e.counts.and_then(|c| c.accepted))
+        .sum()
 }
 
 /// What the analysts and the IG officer saw acknowledged, across iterations.
@@ -1102,12 +1137,17 @@ fn check_audit(
         accepted >= stored,
         "BUG (crash safety): records stored without an ingest entry counting them after kill -9 #{it}: entries count {accepted} accepted, {stored} rows are stored"
     );
+    let committed = committed_accepted(&entries);
+    let failures = count(&entries, "storage_failure", "deny");
+    ensure!(
+        committed == stored,
+        "BUG (audit vs store): after kill -9 #{it} the ingest entries not named by a storage_failure entry count {committed} accepted records, but {stored} rows are stored: the entries of a group the kill kept from being written must be named at the restart ({failures} storage_failure entries in the log)"
+    );
     f.orphans = accepted - stored - seen.orphans;
     seen.orphans = accepted - stored;
-    let failures = count(&entries, "storage_failure", "deny");
     if f.orphans > 0 {
         println!(
-            "restart {it:>2}: FINDING: ingest entries count {} accepted records that kill -9 #{it} kept from being written (resent and counted again since); storage_failure entries in the log: {failures}",
+            "restart {it:>2}: ingest entries of {} accepted records that kill -9 #{it} kept from being written are named by a storage_failure entry ({failures} in the log)",
             f.orphans
         );
     }

@@ -4,11 +4,29 @@
 //! Layout under the data directory: `records/seg-NNNNNN.log`, frames
 //! `u32 LE length ‖ u32 LE CRC-32 ‖ payload`, payload `u8 kind ‖ u64 LE seq ‖ u64 LE prior ‖ body`:
 //! kind 1 = record (`prior` = the seq it replaces, 0 if none; body = encoded [`StoredRecord`]),
-//! kind 2 = tombstone (`prior` = the seq it withdraws; body = dataset name ‖ record key).
+//! kind 2 = tombstone (`prior` = the seq it withdraws; body = dataset name ‖ record key),
+//! kind 3 = commit marker (`seq` = `prior` = 0: it takes no sequence number; body empty, or
+//! `u64 LE first ‖ u64 LE last`, the audit entry indexes of the group's entries). Records and
+//! tombstones are numbered 1, 2, 3… in log order; markers are not numbered.
 //!
 //! One writer thread owns all writes. It takes every queued batch, decides accepted / duplicate /
 //! replaced against the in-memory record-key index, writes the frames with one `write` and one
 //! `fdatasync`, and only then publishes the new state and answers the callers (group commit).
+//! Every group written ends with its commit marker, in that same write (a group that wrote
+//! audit entries has one even if it has no record frame: all duplicates, all rejected, nothing
+//! found to withdraw), so a group is on disk whole or not at all:
+//!
+//! - **Unmarked tail.** Frames after the last marker are a group whose write the gateway never
+//!   finished (never acknowledged); they are cut off on open like a torn tail. A log with frames
+//!   but no marker at all was written before markers existed (legacy) and is kept as it is.
+//! - **Entries without records.** A group's audit entries are durable before its frames are
+//!   written (so no record is ever stored without its entry), so a crash in between leaves
+//!   entries counting records that were never stored. On open with the audit log
+//!   ([`Store::open_audited`]), the ingest and withdraw entries (decision allow) after the
+//!   highest entry a marker covers, not already named by a `storage_failure` entry, are named
+//!   by one new `storage_failure` entry (`entries a..=b were not committed: the gateway stopped
+//!   before their records were written`), written before any new group. A legacy log is not
+//!   checked (logged).
 //!
 //! Fail closed: if a write or fsync fails (disk full, I/O error) the group is refused and the
 //! segment is cut back at once to its last durable length through a new handle (a failed fsync
@@ -127,6 +145,9 @@ const MAX_GROUP_RECORDS: usize = 20_000;
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 const KIND_RECORD: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
+const KIND_MARKER: u8 = 3;
+/// Why the entries found after the last commit marker on open were not committed.
+const STOPPED: &str = "the gateway stopped before their records were written";
 
 /// The identity of a record as indexed: dataset id (2 bytes, big-endian), then the first 14
 /// bytes of the record-key token. Record keys are HMAC-SHA256 tokens, so 112 bits tell them
@@ -290,6 +311,10 @@ struct Inner {
     /// written); an error is handled as a failed fsync.
     #[cfg(test)]
     on_sync: std::sync::Mutex<Option<SyncFault>>,
+    /// Test fault: the writer stops (as if killed) right after the next group's audit entries
+    /// are durable, before any of its frames is written.
+    #[cfg(test)]
+    stop_after_audit: AtomicBool,
 }
 
 /// A fault injected in place of one fdatasync (tests only).
@@ -306,33 +331,61 @@ impl Store {
     /// [`Store::open`] with an audit log: every ingest or withdrawal job that carries an entry
     /// has the entry made durable in the audit log before its records are written, so no record
     /// is ever stored without its entry.
+    ///
+    /// On open, ingest and withdraw entries of groups the gateway stopped before writing (after
+    /// the last commit marker, not yet named) are named by a `storage_failure` entry before any
+    /// new group is written. If that entry cannot be written now, the store opens refusing
+    /// writes (as after a failed write) and retries it before each later write.
     pub fn open_audited(dir: &Path, audit: Option<AuditLog>) -> Result<Self, StoreError> {
         let rec_dir = dir.join("records");
         std::fs::create_dir_all(&rec_dir).map_err(|e| io_at(&rec_dir, e))?;
         fsync_dir(dir)?;
         let mut state = State::default();
-        let (segment, seg_no, seg_len) = scan(&rec_dir, &mut state)?;
+        let mut scanned = scan(&rec_dir, &mut state)?;
+        if let Some((at, frames)) = scanned.unmarked {
+            let path = segment_path(&rec_dir, scanned.seg_no);
+            tracing::warn!(segment = %path.display(), cut_at = at, frames, "cutting off the record log a group whose write never finished (no commit marker; never acknowledged)");
+            drop(scanned);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_at(&path, e))?;
+            f.set_len(at).map_err(|e| io_at(&path, e))?;
+            f.sync_all().map_err(|e| io_at(&path, e))?;
+            state = State::default();
+            scanned = scan(&rec_dir, &mut state)?;
+        }
+        let unrecorded = match &audit {
+            Some(log) => uncommitted_entries(log, &scanned, !state.locs.is_empty())?
+                .map(|(first, last)| (first, last, STOPPED.to_owned())),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
             on_sync: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            stop_after_audit: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(64);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let writer = Writer {
             inner: inner.clone(),
-            file: segment,
-            seg_no,
-            seg_len,
+            file: scanned.file,
+            seg_no: scanned.seg_no,
+            seg_len: scanned.seg_len,
             rec_dir,
             audit,
-            unrecorded: None,
+            unrecorded,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, ready_tx))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
+        // The writer first names the entries of groups a crash kept from being written.
+        let _ = ready_rx.recv();
         Ok(Self { inner, tx })
     }
 
@@ -576,6 +629,14 @@ impl Store {
             *f = Some(Box::new(fault));
         }
     }
+
+    /// Test fault: the writer stops (as a kill would stop it) once the next group's audit
+    /// entries are durable, before any of its frames is written; that group's callers and every
+    /// later one get [`StoreError::Closed`].
+    #[cfg(test)]
+    pub(crate) fn stop_after_next_audit_append(&self) {
+        self.inner.stop_after_audit.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Live records at one moment: sequence numbers and where they are, in sequence order.
@@ -727,7 +788,21 @@ enum JobResult {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, ready: std::sync::mpsc::SyncSender<()>) {
+        // Entries of groups a crash kept from being written are named before any new group.
+        if let Some((first, last, _)) = &self.unrecorded {
+            tracing::warn!(
+                first,
+                last,
+                "audit entries of store groups that were never written (the gateway stopped in between); naming them in a storage_failure entry"
+            );
+            if let Err(why) = self.record_failed_commit() {
+                tracing::error!(error = %why, "cannot name the entries of groups that were never written yet; refusing writes until it can (retried before each write)");
+                self.inner.poisoned.store(true, Ordering::SeqCst);
+            }
+        }
+        let _ = ready.send(());
+        drop(ready);
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = vec![first];
             let mut n = job_len(&jobs[0]);
@@ -760,6 +835,11 @@ impl Writer {
                             (j, _) => fail(j, StoreError::Io("internal: result mismatch".into())),
                         }
                     }
+                }
+                Err(StoreError::Closed) => {
+                    // Only the test fault that stops the writer as a kill would.
+                    jobs.into_iter().for_each(|j| fail(j, StoreError::Closed));
+                    return;
                 }
                 Err(e @ StoreError::AuditUnavailable(_)) => {
                     tracing::error!(error = %e, "no audit entry could be written; the records were not stored (fail closed)");
@@ -949,6 +1029,15 @@ impl Writer {
                 audited.extend(seqs);
             }
         }
+        #[cfg(test)]
+        if self.inner.stop_after_audit.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        // The group's commit marker, in the same write and fdatasync as its frames.
+        let range = audited.iter().min().zip(audited.iter().max());
+        if !buf.is_empty() || range.is_some() {
+            marker_frame(&mut buf, range.map(|(a, b)| (*a, *b)));
+        }
         if !buf.is_empty() {
             self.file
                 .write_all(&buf)
@@ -1102,9 +1191,25 @@ fn read_frame(f: &mut File, offset: u64) -> Result<(u8, u64, Vec<u8>), StoreErro
     Ok((payload[0], seq, payload[9..].to_vec()))
 }
 
+/// What a scan found besides the state.
+struct Scanned {
+    /// The last segment, open for appending.
+    file: File,
+    /// Its number.
+    seg_no: u32,
+    /// Its length.
+    seg_len: u64,
+    /// Commit markers seen.
+    markers: u64,
+    /// Highest audit entry index a commit marker covers.
+    marked: Option<u64>,
+    /// If the log has commit markers and frames after the last one: where those start in the
+    /// last segment, and how many there are.
+    unmarked: Option<(u64, u64)>,
+}
+
 /// Scans every segment in order, rebuilding the state; cuts a torn tail off the last segment.
-/// Returns the open last segment (for appending), its number and length.
-fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
+fn scan(dir: &Path, st: &mut State) -> Result<Scanned, StoreError> {
     let mut segs: Vec<u32> = std::fs::read_dir(dir)
         .map_err(|e| io_at(dir, e))?
         .filter_map(|e| e.ok())
@@ -1121,6 +1226,9 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
     }
     let last = *segs.last().unwrap_or(&1);
     let mut buf = Vec::new();
+    let (mut markers, mut marked) = (0u64, None::<u64>);
+    // The first frame after the last marker (segment, offset) and how many follow it.
+    let mut tail: Option<(u32, u64, u64)> = None;
     for &n in &segs {
         let path = segment_path(dir, n);
         let mut frames = FrameScanner::open(&path)?;
@@ -1128,6 +1236,36 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
             let kind = payload[0];
             let seq = u64::from_le_bytes(payload[1..9].try_into().unwrap_or([0; 8]));
             let prior = u64::from_le_bytes(payload[9..17].try_into().unwrap_or([0; 8]));
+            if kind == KIND_MARKER {
+                let body = &payload[17..];
+                match body.len() {
+                    0 => {}
+                    16 => {
+                        let first = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
+                        let end = u64::from_le_bytes(body[8..].try_into().unwrap_or([0; 8]));
+                        if first > end {
+                            return Err(StoreError::Corrupt(format!(
+                                "{}: commit marker at byte {at} names entries {first}..={end}",
+                                path.display()
+                            )));
+                        }
+                        marked = Some(marked.map_or(end, |m| m.max(end)));
+                    }
+                    other => {
+                        return Err(StoreError::Corrupt(format!(
+                            "{}: commit marker at byte {at} has a body of {other} bytes",
+                            path.display()
+                        )));
+                    }
+                }
+                markers += 1;
+                tail = None;
+                continue;
+            }
+            match &mut tail {
+                Some((_, _, count)) => *count += 1,
+                None => tail = Some((n, at, 1)),
+            }
             if seq != st.locs.len() as u64 + 1 {
                 return Err(StoreError::Corrupt(format!(
                     "{}: frame at byte {at} has sequence {seq}, expected {}",
@@ -1219,6 +1357,18 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
             f.sync_all().map_err(|e| io_at(&path, e))?;
         }
     }
+    let unmarked = match tail {
+        Some((n, at, count)) if markers > 0 => {
+            if n != last {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: {count} frames from byte {at} on have no commit marker, in a segment that is not the last; refusing to start",
+                    segment_path(dir, n).display()
+                )));
+            }
+            Some((at, count))
+        }
+        _ => None,
+    };
     let path = segment_path(dir, last);
     let file = OpenOptions::new()
         .create(true)
@@ -1227,7 +1377,85 @@ fn scan(dir: &Path, st: &mut State) -> Result<(File, u32, u64), StoreError> {
         .map_err(|e| io_at(&path, e))?;
     let len = file.metadata().map_err(|e| io_at(&path, e))?.len();
     fsync_dir(dir)?;
-    Ok((file, last, len))
+    Ok(Scanned {
+        file,
+        seg_no: last,
+        seg_len: len,
+        markers,
+        marked,
+        unmarked,
+    })
+}
+
+/// The first and last of the ingest and withdraw entries (decision allow) of groups that were
+/// never written: after the highest entry a commit marker covers and not named by a
+/// `storage_failure` entry. `None` if there are none, or if the log is legacy (frames but no
+/// marker: not checked).
+fn uncommitted_entries(
+    audit: &AuditLog,
+    scanned: &Scanned,
+    has_frames: bool,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    if scanned.markers == 0 && has_frames {
+        tracing::info!(
+            "the record log has no commit markers (written before they existed): audit entries of groups a crash kept from being written cannot be found and are not checked"
+        );
+        return Ok(None);
+    }
+    let start = scanned.marked.map_or(0, |m| m + 1);
+    let end = audit.size();
+    if start >= end {
+        return Ok(None);
+    }
+    let unreadable = |e: String| {
+        StoreError::Io(format!(
+            "cannot read audit entries {start}..{end} to check for groups that were never written: {e}"
+        ))
+    };
+    let mut candidates = Vec::new();
+    let mut named: Vec<(u64, u64)> = Vec::new();
+    let entries = audit
+        .read(start, end)
+        .map_err(|e| unreadable(e.to_string()))?;
+    for bytes in entries {
+        let bytes = bytes.map_err(|e| unreadable(e.to_string()))?;
+        let e = Entry::decode(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        match (e.action, e.decision) {
+            (Action::Ingest | Action::Withdraw, Decision::Allow) => candidates.push(e.seq),
+            (Action::StorageFailure, _) => {
+                named.extend(e.reason.as_deref().and_then(named_entries));
+            }
+            _ => {}
+        }
+    }
+    let mut lost = candidates
+        .into_iter()
+        .filter(|s| !named.iter().any(|(a, b)| (*a..=*b).contains(s)));
+    let Some(first) = lost.next() else {
+        return Ok(None);
+    };
+    Ok(Some((first, lost.next_back().unwrap_or(first))))
+}
+
+/// The entries a `storage_failure` reason names (`entries a..=b were not committed: …`).
+fn named_entries(reason: &str) -> Option<(u64, u64)> {
+    let range = reason.strip_prefix("entries ")?.split(' ').next()?;
+    let (a, b) = range.split_once("..=")?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Appends a commit marker frame naming the group's audit entries (first, last), if any.
+fn marker_frame(buf: &mut Vec<u8>, entries: Option<(u64, u64)>) {
+    let mut payload = Vec::with_capacity(33);
+    payload.push(KIND_MARKER);
+    payload.extend_from_slice(&[0; 16]);
+    if let Some((first, last)) = entries {
+        payload.extend_from_slice(&first.to_le_bytes());
+        payload.extend_from_slice(&last.to_le_bytes());
+    }
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
 }
 
 /// Reads a segment's frames in order through one buffer: the whole segment is never held in
@@ -1587,5 +1815,255 @@ mod tests {
         );
         assert_eq!(s.count_records().expect("count"), 2);
         assert!(s.get("d", &[2; 32]).expect("get").is_none());
+    }
+
+    fn audit_log(dir: &Path) -> AuditLog {
+        let key = skp_core::checkpoint::SigningKey::from_seed_bytes("kingston.skp/audit", &[7; 32])
+            .expect("key");
+        AuditLog::open(dir, key, "kingston.skp/audit/v1").expect("audit")
+    }
+
+    fn reopen_audited(dir: &Path, audit: &AuditLog) -> Store {
+        for _ in 0..100 {
+            if let Ok(s) = Store::open_audited(dir, Some(audit.clone())) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("store did not reopen");
+    }
+
+    async fn ingest_audited(
+        s: &Store,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let entry = Entry::new(Actor::gateway(), Action::Ingest, Decision::Allow);
+        s.submit(records, Some(entry))
+            .await
+            .expect("queued")
+            .await
+            .expect("answered")
+    }
+
+    fn entries(audit: &AuditLog) -> Vec<Entry> {
+        audit
+            .read(0, audit.size())
+            .expect("read")
+            .map(|b| Entry::decode(&b.expect("entry")).expect("decode"))
+            .collect()
+    }
+
+    fn failures(audit: &AuditLog) -> Vec<String> {
+        entries(audit)
+            .into_iter()
+            .filter(|e| e.action == Action::StorageFailure)
+            .map(|e| e.reason.unwrap_or_default())
+            .collect()
+    }
+
+    fn stopped(first: u64, last: u64) -> String {
+        format!("entries {first}..={last} were not committed: {STOPPED}")
+    }
+
+    /// A marker frame naming audit entries: 8 bytes of header, 17 of kind and numbers, 16 of
+    /// entry indexes.
+    const MARKER_BYTES: u64 = 8 + 17 + 16;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn entries_of_a_group_stopped_before_its_records_are_named_once_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audit_log(dir.path());
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        ingest_audited(&s, vec![rec(1, 1)]).await.expect("ingest");
+        // The kill falls after the group's entry is durable, before its records are written.
+        s.stop_after_next_audit_append();
+        let err = ingest_audited(&s, vec![rec(2, 2), rec(3, 3)])
+            .await
+            .expect_err("stopped");
+        assert!(matches!(err, StoreError::Closed), "{err}");
+        let lost = audit.size() - 1;
+        drop(s);
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(failures(&audit), vec![stopped(lost, lost)]);
+        let actions: Vec<Action> = entries(&audit).iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            [Action::Ingest, Action::Ingest, Action::StorageFailure]
+        );
+        assert_eq!(s.count_records().expect("count"), 1);
+        // Reopened again: already named, not named twice.
+        drop(s);
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(failures(&audit).len(), 1);
+        // Resent: accepted (they were never stored), and still named once after a reopen.
+        assert_eq!(
+            ingest_audited(&s, vec![rec(2, 2), rec(3, 3)])
+                .await
+                .expect("resent"),
+            vec![Outcome::Accepted, Outcome::Accepted]
+        );
+        drop(s);
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(failures(&audit), vec![stopped(lost, lost)]);
+        assert_eq!(s.count_records().expect("count"), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_group_cut_short_before_its_marker_is_cut_off_whole_and_its_entries_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audit_log(dir.path());
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        ingest_audited(&s, vec![rec(1, 1)]).await.expect("ingest");
+        let first_group = seg_len(dir.path());
+        ingest_audited(&s, vec![rec(2, 2), rec(3, 3)])
+            .await
+            .expect("ingest");
+        let second_group = seg_len(dir.path());
+        ingest_audited(&s, vec![rec(4, 4)]).await.expect("ingest");
+        let n = audit.size();
+        drop(s);
+        // A kill mid-write: the second group's records reached the file whole, its marker did
+        // not (nor anything of the third group).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("records/seg-000001.log"))
+            .expect("open")
+            .set_len(second_group - MARKER_BYTES)
+            .expect("cut");
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(
+            seg_len(dir.path()),
+            first_group,
+            "the unmarked group is cut off whole"
+        );
+        assert_eq!(s.count_records().expect("count"), 1);
+        assert!(s.get("d", &[2; 32]).expect("get").is_none());
+        assert_eq!(failures(&audit), vec![stopped(n - 2, n - 1)]);
+        // Resent: stored; a new group is numbered on from the cut.
+        assert_eq!(
+            ingest_audited(&s, vec![rec(2, 2), rec(3, 3), rec(4, 4)])
+                .await
+                .expect("resent"),
+            vec![Outcome::Accepted; 3]
+        );
+        drop(s);
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(s.count_records().expect("count"), 4);
+        assert_eq!(failures(&audit).len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nothing_lost_names_nothing_even_when_the_last_group_wrote_no_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audit_log(dir.path());
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        ingest_audited(&s, vec![rec(1, 1), rec(2, 2)])
+            .await
+            .expect("ingest");
+        let entry = Entry::new(Actor::gateway(), Action::Withdraw, Decision::Allow);
+        s.withdraw("d", vec![[2; 32]], Some(entry))
+            .await
+            .expect("withdraw");
+        // Groups with entries and no record frame still write their marker.
+        let before = seg_len(dir.path());
+        assert_eq!(
+            ingest_audited(&s, vec![rec(1, 1)]).await.expect("dup"),
+            vec![Outcome::Duplicate]
+        );
+        assert_eq!(
+            ingest_audited(&s, vec![]).await.expect("all rejected"),
+            vec![]
+        );
+        let entry = Entry::new(Actor::gateway(), Action::Withdraw, Decision::Allow);
+        s.withdraw("d", vec![[9; 32]], Some(entry))
+            .await
+            .expect("not found");
+        assert_eq!(seg_len(dir.path()), before + 3 * MARKER_BYTES);
+        drop(s);
+        for _ in 0..2 {
+            let s = reopen_audited(dir.path(), &audit);
+            assert!(failures(&audit).is_empty(), "{:?}", failures(&audit));
+            assert_eq!(s.count_records().expect("count"), 1);
+            assert_eq!(seg_len(dir.path()), before + 3 * MARKER_BYTES);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_legacy_log_without_markers_is_neither_cut_nor_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audit_log(dir.path());
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        ingest_audited(&s, vec![rec(1, 1), rec(2, 2)])
+            .await
+            .expect("ingest");
+        s.stop_after_next_audit_append();
+        ingest_audited(&s, vec![rec(3, 3)])
+            .await
+            .expect_err("stopped");
+        drop(s);
+        // As written before markers existed.
+        let seg = dir.path().join("records/seg-000001.log");
+        let bytes = std::fs::read(&seg).expect("read");
+        let mut legacy = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+            if bytes[at + 8] != KIND_MARKER {
+                legacy.extend_from_slice(&bytes[at..at + 8 + len]);
+            }
+            at += 8 + len;
+        }
+        assert_eq!(legacy.len() as u64, bytes.len() as u64 - MARKER_BYTES);
+        std::fs::write(&seg, &legacy).expect("write");
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(s.count_records().expect("count"), 2, "legacy frames kept");
+        assert!(failures(&audit).is_empty(), "legacy logs are not checked");
+        // From the next group on, the log has markers.
+        ingest_audited(&s, vec![rec(3, 3)]).await.expect("ingest");
+        drop(s);
+        let s = reopen_audited(dir.path(), &audit);
+        assert_eq!(s.count_records().expect("count"), 3);
+        assert!(failures(&audit).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn if_the_naming_entry_cannot_be_written_on_open_writes_wait_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = audit_log(dir.path());
+        let s = Store::open_audited(dir.path(), Some(audit.clone())).expect("open");
+        s.stop_after_next_audit_append();
+        ingest_audited(&s, vec![rec(1, 1)])
+            .await
+            .expect_err("stopped");
+        let lost = audit.size() - 1;
+        drop(s);
+        audit.fail_next_appends(1);
+        let s = reopen_audited(dir.path(), &audit);
+        assert!(s.is_poisoned(), "no group may be written before the entry");
+        assert!(failures(&audit).is_empty());
+        // The next write first names the lost entry, then goes ahead.
+        assert_eq!(
+            ingest_audited(&s, vec![rec(1, 1)])
+                .await
+                .expect("recovered"),
+            vec![Outcome::Accepted]
+        );
+        assert!(!s.is_poisoned());
+        let actions: Vec<Action> = entries(&audit).iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            [Action::Ingest, Action::StorageFailure, Action::Ingest]
+        );
+        assert_eq!(failures(&audit), vec![stopped(lost, lost)]);
+    }
+
+    #[test]
+    fn storage_failure_reasons_name_their_entries() {
+        assert_eq!(named_entries(&stopped(4, 9)), Some((4, 9)));
+        assert_eq!(
+            named_entries("entries 12..=12 were not committed: fsync of the record log failed"),
+            Some((12, 12))
+        );
+        assert_eq!(named_entries("disk full"), None);
     }
 }

@@ -183,7 +183,7 @@ impl Releaser {
     ) -> std::io::Result<Self> {
         Ok(Self {
             links: LinkSet::new(store.clone(), catalog.clone()),
-            registry: Registry::open(data_dir)?,
+            registry: Registry::open_audited(data_dir, Some(&audit))?,
             store,
             audit,
             catalog,
