@@ -127,6 +127,23 @@ impl Shared {
                 .map(|r| r.as_str().to_string())
                 .collect(),
         };
+        // Token ↔ client-certificate binding by organisation: a token presented over a
+        // connection authenticated with an agency's certificate must be of that agency.
+        if let Ok(Identity::Agent(a)) = identify(req, &self.trust_domain)
+            && who.agency.as_deref() != Some(a.as_str())
+        {
+            let reason = format!(
+                "{} presented a token of agency {} over the client certificate of {a}; a token \
+                 is accepted only over a connection of its own agency (or one without a \
+                 client certificate)",
+                who.sub,
+                who.agency.as_deref().unwrap_or("(none)")
+            );
+            let status = Status::permission_denied(reason.clone());
+            return Err(self
+                .auth_failure(req, self.analyst_actor(&who), &reason, status)
+                .await);
+        }
         if !claims.has(role) {
             let reason = format!(
                 "{} lacks the role {} this service requires",
