@@ -52,18 +52,23 @@ pub struct Setup {
 }
 
 /// A running `gateway serve` child process, killed on drop.
-struct GatewayChild {
+pub(crate) struct GatewayChild {
     child: tokio::process::Child,
-    pid: u32,
-    addr: SocketAddr,
-    log: PathBuf,
+    /// Its process id.
+    pub(crate) pid: u32,
+    /// The address it listens on.
+    pub(crate) addr: SocketAddr,
+    /// Its stderr (the tracing log).
+    pub(crate) log: PathBuf,
 }
 
 impl GatewayChild {
-    async fn start(setup: &Setup, config: &Path, log: PathBuf) -> Result<Self> {
+    /// Runs `gateway_exe serve --config CONFIG --listen 127.0.0.1:0`, stderr to `log`, and waits
+    /// for it to report its address.
+    pub(crate) async fn start(gateway_exe: &Path, config: &Path, log: PathBuf) -> Result<Self> {
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = tokio::process::Command::new(&setup.gateway_exe)
+        let mut child = tokio::process::Command::new(gateway_exe)
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -73,7 +78,7 @@ impl GatewayChild {
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot run {}", setup.gateway_exe.display()))?;
+            .with_context(|| format!("cannot run {}", gateway_exe.display()))?;
         let pid = child.id().context("the gateway exited at once")?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -108,7 +113,7 @@ impl GatewayChild {
     }
 
     /// SIGTERM, then wait for a clean exit (the store flushes on the way out).
-    async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         let st = tokio::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.pid.to_string())
@@ -229,7 +234,7 @@ pub async fn gateway(
     };
     let data_dir = GatewayConfig::load(&config)?.data_dir;
     let gw = GatewayChild::start(
-        setup,
+        &setup.gateway_exe,
         &config,
         setup.pki.join(format!("gateway-{run_no}.log")),
     )

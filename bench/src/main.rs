@@ -3,7 +3,8 @@
 //! counts records, and raw sled 0.34 inserts of the same records. `bench policy`, `bench audit`
 //! and `bench extract` measure policy decisions, the audit log and linked extracts, each beside
 //! its limit in the same run; `bench linkage` scores the gateway's exact linkage against the
-//! synthetic data's hidden truth.
+//! synthetic data's hidden truth; `bench load` runs concurrent agents and analysts against a
+//! real gateway for a bounded time and reports latencies, errors and memory.
 //!
 //! Build both binaries in the same profile first: `cargo build --release -p gateway -p bench`,
 //! then `./target/release/bench ingest --records 200000`.
@@ -14,6 +15,7 @@ mod audit;
 mod extract;
 mod ingest;
 mod linkage;
+mod load;
 mod policy;
 mod procfs;
 mod workload;
@@ -109,6 +111,33 @@ enum Command {
         #[arg(long)]
         rows: Option<usize>,
     },
+    /// Load test: concurrent agents streaming ingest batches and analysts extracting against a
+    /// real gateway over loopback mutual TLS, bounded in time and calls; p50/p90/p99 latency per
+    /// kind of call, errors by status code (RESOURCE_EXHAUSTED counted apart as rate-limited),
+    /// the gateway's peak RSS. Exits non-zero if any call failed otherwise.
+    Load {
+        /// Agent tasks streaming ingest batches (dealt over the five agencies' certificates).
+        #[arg(long, default_value_t = 25)]
+        agents: usize,
+        /// Analyst tasks looping extracts (and a few aggregates and agreement lists).
+        #[arg(long, default_value_t = 10)]
+        analysts: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Records per ingest batch (one batch per Ingest stream).
+        #[arg(long, default_value_t = 1000)]
+        records_per_batch: usize,
+        /// Stop once this many calls have started, even before --secs.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_requests: u64,
+        /// A call taking longer than this counts as an error.
+        #[arg(long, default_value_t = 120)]
+        call_timeout_secs: u64,
+        /// Print the table to stderr and a JSON report to stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Durable audit appends (1, 8, 64 writers) and offline verification vs raw SHA-256.
     Audit {
         /// Appends per measurement with 8 and 64 writers (a tenth of it with 1 writer).
@@ -157,6 +186,23 @@ fn main() -> std::process::ExitCode {
             verify_entries,
             runs,
         } => audit::run(appends, verify_entries, runs),
+        Command::Load {
+            agents,
+            analysts,
+            secs,
+            records_per_batch,
+            max_requests,
+            call_timeout_secs,
+            json,
+        } => load::run(&load::Options {
+            agents,
+            analysts,
+            secs,
+            records_per_batch,
+            max_requests,
+            call_timeout: std::time::Duration::from_secs(call_timeout_secs.max(1)),
+            json,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -275,6 +321,20 @@ fn build_hint(exe: &std::path::Path) -> &'static str {
     }
 }
 
+/// The `gateway` binary next to this one (both built in the same profile).
+fn gateway_exe() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the running bench executable")?;
+    let gateway_exe = exe.with_file_name(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+    if !gateway_exe.is_file() {
+        bail!(
+            "the gateway binary is missing at {}; build it next to bench with `{}` (run from the workspace root)",
+            gateway_exe.display(),
+            build_hint(&exe)
+        );
+    }
+    Ok(gateway_exe)
+}
+
 /// The 1-minute load average (the machine is shared: figures drift with load).
 fn loadavg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -296,15 +356,7 @@ fn run_ingest(
     if records == 0 || batch == 0 || runs == 0 {
         bail!("--records, --batch and --runs must be at least 1");
     }
-    let exe = std::env::current_exe().context("cannot find the running bench executable")?;
-    let gateway_exe = exe.with_file_name("gateway");
-    if !gateway_exe.is_file() {
-        bail!(
-            "the gateway binary is missing at {}; build it next to bench with `{}` (run from the workspace root)",
-            gateway_exe.display(),
-            build_hint(&exe)
-        );
-    }
+    let gateway_exe = gateway_exe()?;
     let scratch = tempfile::Builder::new().prefix("skp-bench-").tempdir()?;
     let pki_dir = scratch.path().join("pki");
     gateway::pki::make_dev_pki(&pki_dir, &gateway::pki::DevPkiOptions::default())?;

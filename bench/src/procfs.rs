@@ -9,12 +9,22 @@ const USER_HZ: f64 = 100.0;
 
 /// Peak resident set size (`VmHWM`) of a process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// Resident set size now (`VmRSS`) of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` line of `/proc/<pid>/status`.
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{path} has no VmHWM line"))
+        .with_context(|| format!("{path} has no {key} line"))
 }
 
 /// User + system CPU seconds of a `stat` file's text.

@@ -54,15 +54,16 @@ impl Workload {
             chunk_no += 1;
             for cells in rows {
                 let mut cells: HashMap<String, String> = cells.into_iter().collect();
-                // `synth::rows` numbers references per call: make the record key unique overall.
+                // `synth::rows` numbers references per call: make the record key unique overall
+                // through its text fields; a date in a key (`as_at_date`) keeps its value.
                 for f in &ds.record_key {
-                    let int = ds
-                        .field(f.as_str())
-                        .is_some_and(|x| x.ty == skp_core::catalog::FieldType::Int);
-                    let v = if int {
-                        "1".to_string()
-                    } else {
-                        format!("BENCH-{made:010}")
+                    use skp_core::catalog::FieldType;
+                    let v = match ds.field(f.as_str()).map(|x| x.ty) {
+                        Some(FieldType::Int) => "1".to_string(),
+                        Some(FieldType::Str | FieldType::Reference) | None => {
+                            format!("BENCH-{made:010}")
+                        }
+                        Some(_) => continue,
                     };
                     cells.insert(f.as_str().to_string(), v);
                 }
