@@ -1635,3 +1635,75 @@ async fn c35_neither_listener_answers_in_plaintext() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Log injection through request fields (issue 8 item 6)
+
+/// Newlines, carriage returns, NUL and right-to-left overrides in request fields a caller
+/// controls (dataset name, batch id, agreement, purpose, fields) cannot forge a line in the
+/// gateway's log or its audit export, and no status echoes a control character.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_injection_in_request_fields_forges_no_log_line() -> Result<()> {
+    let pki = Pki::new()?;
+    let mut gw = GatewayProc::start(&pki.gateway_config())?;
+    let forged = "\nFORGED 2026-01-01T00:00:00Z  INFO gateway: injected\r\nFORGED\u{0}\u{202e}";
+    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
+    let mut agent = sharing_proto::v1::agent_service_client::AgentServiceClient::new(
+        channel(&pki, &gw, Some((&cert, &key))).await?,
+    );
+    let batch = pb::IngestBatch {
+        dataset: format!("lfb_incident{forged}"),
+        schema_version: 1,
+        fields: vec![format!("date_of_call{forged}")],
+        records: vec![],
+        batch_id: format!("b{forged}"),
+    };
+    let s = agent
+        .ingest(futures::stream::iter(vec![batch]))
+        .await
+        .expect_err("a dataset with a line break was taken");
+    ensure!(
+        !s.message().contains('\n') && !s.message().contains('\r'),
+        "the status echoes a line break: {s:?}"
+    );
+    let token = read_token(&pki, "analysts/rbk-analyst.jwt")?;
+    let mut analyst = AnalystServiceClient::new(channel(&pki, &gw, None).await?);
+    let req = pb::ExplainRequest {
+        agreement: format!("SKP-ISA-SV-01{forged}"),
+        purpose: format!("serious-violence-sna{forged}"),
+        dataset: format!("police_crime{forged}"),
+        fields: vec![format!("victim_age{forged}")],
+    };
+    let _ = analyst.explain(bearer(req, &token)?).await;
+    let export = pki.path().join("audit.txt");
+    e2e::export_audit(&pki, &gw, &export)?;
+    gw.stop()?;
+    let log = gw.log();
+    // The log: no forged line, no raw NUL or right-to-left override.
+    for line in log.lines() {
+        ensure!(
+            !line.trim_start().starts_with("FORGED"),
+            "the log has a forged line: {line:?}"
+        );
+        ensure!(
+            !line.contains('\u{0}') && !line.contains('\u{202e}'),
+            "the log carries a raw control character: {line:?}"
+        );
+    }
+    // The audit export: every entry on one line with the hostile value kept intact (escaped as
+    // JSON), never a forged line.
+    for line in std::fs::read_to_string(&export)?.lines() {
+        ensure!(
+            !line.trim_start().starts_with("FORGED"),
+            "the audit export has a forged line: {line:?}"
+        );
+    }
+    let entries = e2e::audit_entries(&export)?;
+    ensure!(
+        entries
+            .iter()
+            .any(|e| e.datasets.iter().any(|d| d.contains("\r\nFORGED\u{0}"))),
+        "the refused dataset name is kept intact in its audit entry"
+    );
+    Ok(())
+}
