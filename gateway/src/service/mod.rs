@@ -51,14 +51,47 @@ pub fn status_of(e: ServiceError) -> Status {
             | StoreError::Closed
             | StoreError::AuditUnavailable(_)
             | StoreError::Io(_)),
-        ) => Status::unavailable(s.to_string()),
+        ) => Status::unavailable(redact_paths(&s.to_string())),
         ServiceError::Audit(a @ (AuditError::Unavailable(_) | AuditError::Closed)) => {
-            Status::unavailable(a.to_string())
+            Status::unavailable(redact_paths(&a.to_string()))
         }
         ServiceError::Audit(AuditError::Request(r)) => Status::invalid_argument(r),
         ServiceError::Store(s) => internal(&s),
         ServiceError::Audit(a) => internal(&a),
     }
+}
+
+/// A message for a caller with every file system path replaced by `[path]`: the cause (e.g.
+/// "No space left on device") stays, where the gateway keeps its data does not leave it. The
+/// whole message is in the gateway's log.
+pub fn redact_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    let mut prev: Option<char> = None;
+    while let Some(c) = chars.next() {
+        let starts_path = c == '/'
+            && prev.is_none_or(|p| p.is_whitespace() || matches!(p, '(' | '"' | '\'' | '=' | '`'));
+        if starts_path {
+            while let Some(&n) = chars.peek() {
+                if n.is_whitespace() || matches!(n, ':' | ')' | '"' | '\'' | ',' | ';' | '`') {
+                    break;
+                }
+                chars.next();
+            }
+            out.push_str("[path]");
+            prev = Some(']');
+            continue;
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    if out != message {
+        tracing::warn!(
+            message,
+            "a storage error was sent to a caller without its paths"
+        );
+    }
+    out
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Status {
@@ -301,5 +334,56 @@ impl Shared {
             tracing::error!(error = %err, "cannot audit a refused call");
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_statuses_name_the_cause_but_no_path() {
+        let s = status_of(ServiceError::Store(StoreError::Io(
+            "cannot append to /var/lib/skp/data/records/seg-000001.log: No space left on device (os error 28)"
+                .into(),
+        )));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(!s.message().contains("/var"), "{}", s.message());
+        assert!(!s.message().contains("seg-000001"), "{}", s.message());
+        assert!(
+            s.message().contains("No space left on device"),
+            "{}",
+            s.message()
+        );
+        let a = status_of(ServiceError::Audit(AuditError::Unavailable(
+            "cannot write \"/data/audit/log\" (fsync): Input/output error".into(),
+        )));
+        assert!(!a.message().contains("/data"), "{}", a.message());
+        assert!(
+            a.message().contains("Input/output error"),
+            "{}",
+            a.message()
+        );
+    }
+
+    #[test]
+    fn text_without_paths_is_unchanged() {
+        for t in ["a/b ratio", "read 3/4 of it", "no path here", "https://x"] {
+            assert_eq!(redact_paths(t), t);
+        }
+    }
+
+    #[test]
+    fn internal_errors_say_only_a_request_id() {
+        let s = status_of(ServiceError::Store(StoreError::Corrupt(
+            "frame at /srv/data/records/seg-000002.log offset 42 key 0xdeadbeef".into(),
+        )));
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert!(
+            s.message().starts_with("internal error; request id "),
+            "{}",
+            s.message()
+        );
+        assert!(!s.message().contains("/srv") && !s.message().contains("deadbeef"));
     }
 }
