@@ -41,6 +41,10 @@ impl RunningGateway {
             let _ = s.send(());
         }
         let served = self.task.await.context("server task panicked")?;
+        // The store's writer finishes first (its last try at naming a refused group appends
+        // to the audit log), then the audit log's: the process may exit as soon as this returns,
+        // and must not cut either in the middle of a write.
+        self.store.shutdown().await;
         let stop = Entry::new(Actor::gateway(), Action::GatewayStop, Decision::Allow);
         match self.audit.append_one(stop).await {
             Ok(_) => {
@@ -50,7 +54,7 @@ impl RunningGateway {
             }
             Err(e) => tracing::error!(error = %e, "cannot audit the gateway stop"),
         }
-        self.audit.close();
+        self.audit.shutdown().await;
         served
     }
 

@@ -296,11 +296,19 @@ enum Job {
     ),
 }
 
+/// What the writer thread is sent. (Jobs were always sent by value; a stop is rare.)
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Job(Job),
+    /// Stop after the queued jobs; answered once the writer has written its last byte.
+    Stop(oneshot::Sender<()>),
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
 }
 
 struct Inner {
@@ -400,10 +408,20 @@ impl Store {
     ) -> Result<oneshot::Receiver<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job::Ingest(records, entry, tx))
+            .send(Msg::Job(Job::Ingest(records, entry, tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(rx)
+    }
+
+    /// Stops the writer after the queued jobs and waits until it has written its last byte: a
+    /// process exiting right after cannot cut a group in half. Later writes, through any handle,
+    /// fail with [`StoreError::Closed`].
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Writes records and waits until they are durable.
@@ -424,7 +442,12 @@ impl Store {
     ) -> Result<WithdrawCounts, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Job::Withdraw(dataset.to_string(), keys, entry, tx))
+            .send(Msg::Job(Job::Withdraw(
+                dataset.to_string(),
+                keys,
+                entry,
+                tx,
+            )))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -788,7 +811,7 @@ enum JobResult {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>, ready: std::sync::mpsc::SyncSender<()>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>, ready: std::sync::mpsc::SyncSender<()>) {
         // Entries of groups a crash kept from being written are named before any new group.
         if let Some((first, last, _)) = &self.unrecorded {
             tracing::warn!(
@@ -803,14 +826,27 @@ impl Writer {
         }
         let _ = ready.send(());
         drop(ready);
-        while let Some(first) = rx.blocking_recv() {
+        let mut stopped: Option<oneshot::Sender<()>> = None;
+        while stopped.is_none() {
+            let first = match rx.blocking_recv() {
+                Some(Msg::Job(j)) => j,
+                Some(Msg::Stop(done)) => {
+                    stopped = Some(done);
+                    break;
+                }
+                None => break,
+            };
             let mut jobs = vec![first];
             let mut n = job_len(&jobs[0]);
             while n < MAX_GROUP_RECORDS {
                 match rx.try_recv() {
-                    Ok(j) => {
+                    Ok(Msg::Job(j)) => {
                         n += job_len(&j);
                         jobs.push(j);
+                    }
+                    Ok(Msg::Stop(done)) => {
+                        stopped = Some(done);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -867,9 +903,14 @@ impl Writer {
                 }
             }
         }
+        // Later jobs fail with Closed rather than wait on a writer that has gone.
+        rx.close();
         // Closed: a last try at the audit entry of a refused group.
         if self.unrecorded.is_some() && self.recover().is_err() {
             tracing::error!("stopping with a refused group not recorded in the audit log");
+        }
+        if let Some(done) = stopped {
+            let _ = done.send(());
         }
     }
 

@@ -109,11 +109,18 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
 }
 
+/// What the writer thread is sent.
+enum Msg {
+    Append(Job),
+    /// Stop after the queued appends; answered once the writer has written its last byte.
+    Stop(oneshot::Sender<()>),
+}
+
 /// Handle to the audit log (cheap to clone).
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<Inner>,
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -188,7 +195,7 @@ impl AuditLog {
             #[cfg(test)]
             fail_sync: std::sync::atomic::AtomicUsize::new(0),
         });
-        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = Writer {
             inner: inner.clone(),
             file,
@@ -214,7 +221,7 @@ impl AuditLog {
         let t = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { entries, reply })
+            .send(Msg::Append(Job { entries, reply }))
             .await
             .map_err(|_| AuditError::Closed)?;
         let r = rx.await.map_err(|_| AuditError::Closed)?;
@@ -237,7 +244,7 @@ impl AuditLog {
         let t = std::time::Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .blocking_send(Job { entries, reply })
+            .blocking_send(Msg::Append(Job { entries, reply }))
             .map_err(|_| AuditError::Closed)?;
         let r = rx.blocking_recv().map_err(|_| AuditError::Closed)?;
         if r.is_ok() {
@@ -341,9 +348,14 @@ impl AuditLog {
         })
     }
 
-    /// Stops the writer after the queued appends (later appends fail with [`AuditError::Closed`]).
-    pub fn close(self) {
-        drop(self.tx);
+    /// Stops the writer after the queued appends and waits until it has written its last byte
+    /// (and the final checkpoint): a process exiting right after cannot cut an append in half.
+    /// Later appends, through any handle, fail with [`AuditError::Closed`].
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Test fault: the writer refuses the next `n` append jobs with
@@ -475,15 +487,28 @@ fn checkpoint_loop(inner: std::sync::Weak<Inner>) {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut stopped: Option<oneshot::Sender<()>> = None;
+        while stopped.is_none() {
+            let first = match rx.blocking_recv() {
+                Some(Msg::Append(j)) => j,
+                Some(Msg::Stop(done)) => {
+                    stopped = Some(done);
+                    break;
+                }
+                None => break,
+            };
             let mut jobs = vec![first];
             let mut n = jobs[0].entries.len();
             while n < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(j) => {
+                    Ok(Msg::Append(j)) => {
                         n += j.entries.len();
                         jobs.push(j);
+                    }
+                    Ok(Msg::Stop(done)) => {
+                        stopped = Some(done);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -518,10 +543,15 @@ impl Writer {
                 }
             }
         }
+        // Later appends fail with Closed rather than wait on a writer that has gone.
+        rx.close();
         // Closed: a final checkpoint covering everything appended.
         let (size, root) = (self.range.size(), self.range.root());
         if let Err(e) = self.inner.sign_and_persist(size, root) {
             tracing::warn!(error = %e, "cannot persist the final audit checkpoint");
+        }
+        if let Some(done) = stopped {
+            let _ = done.send(());
         }
     }
 
@@ -837,7 +867,7 @@ mod tests {
     /// Closes the log and waits until its writer has let go (final checkpoint written).
     fn close(log: AuditLog) {
         let inner = log.inner.clone();
-        log.close();
+        drop(log);
         for _ in 0..200 {
             if Arc::strong_count(&inner) == 1 {
                 return;
