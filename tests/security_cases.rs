@@ -527,7 +527,7 @@ async fn c15_concurrent_appends_are_dense_and_every_receipt_proves_against_the_f
         )
         .with_context(|| format!("receipt {seq} does not prove"))?;
     }
-    log.close();
+    log.shutdown().await;
     Ok(())
 }
 
@@ -558,34 +558,37 @@ async fn append_rate(log: &AuditLog, writers: u64, each: u64) -> Result<(f64, Du
     Ok((rate, p99))
 }
 
-/// A guard against losing group commit (loose, CI-sized, on the disk of the target directory,
-/// in the debug build `cargo test` makes): 64 concurrent writers get at least twice what one
-/// writer gets alone (one writer waits for one fdatasync per append; without batching 64
-/// writers would wait for 64), at least 2,000 durable appends a second, with a p99 of at most
-/// 200 ms. The research asked for 5,000/s and p99 ≤ 20 ms: on the shared 2-core VM at load
-/// average 3.5 a debug build measured 4,300-5,500/s, p99 20-64 ms, one writer 250-1,450/s
-/// (`bench audit`, release: 65,184/s, p99 1.7 ms), so those figures would fail on load alone.
+/// A guard against losing group commit, counted rather than timed: one writer alone gets one
+/// group commit (one write and one fdatasync) per append, as it waits for each; 64 concurrent
+/// writers share them, so 16,000 appends take at most a quarter as many group commits (without
+/// batching it would be one each). Rates and p99 latencies are printed, not asserted: they are
+/// measured by `bench audit` (release: 65,184 appends/s, p99 1.7 ms in the README).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn c16_group_commit_multiplies_durable_appends_under_64_writers() -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("skp-sec-")
         .tempdir_in(workspace_root().join("target"))?;
     let log = AuditLog::open(dir.path(), test_key()?, TEST_ORIGIN)?;
+    let g0 = log.groups_committed();
     let (one, one_p99) = append_rate(&log, 1, 200).await?;
+    let g1 = log.groups_committed();
     let (many, many_p99) = append_rate(&log, 64, 250).await?;
+    let g64 = log.groups_committed() - g1;
+    let g1 = g1 - g0;
     eprintln!(
-        "audit appends: 1 writer {one:.0}/s (p99 {one_p99:?}), 64 writers {many:.0}/s (p99 {many_p99:?})"
+        "audit appends: 1 writer {one:.0}/s (p99 {one_p99:?}) in {g1} groups, 64 writers {many:.0}/s (p99 {many_p99:?}) in {g64} groups"
+    );
+    ensure!(g1 == 200, "one writer: 200 appends in {g1} group commits");
+    ensure!(
+        g64 * 4 <= 64 * 250,
+        "64 writers: 16,000 appends took {g64} group commits: appends are not batched"
     );
     ensure!(
-        many >= 2.0 * one,
-        "64 writers get {many:.0}/s, one writer {one:.0}/s: appends are not batched"
+        log.size() == 200 + 64 * 250,
+        "log has {} entries",
+        log.size()
     );
-    ensure!(many >= 2_000.0, "64 writers: {many:.0} appends/s < 2,000");
-    ensure!(
-        many_p99 <= Duration::from_millis(200),
-        "64 writers: p99 {many_p99:?} > 200 ms"
-    );
-    log.close();
+    log.shutdown().await;
     Ok(())
 }
 

@@ -93,7 +93,7 @@ async fn appends(writers: usize, total: usize) -> Result<(f64, f64, f64, f64)> {
         "log has {} entries",
         log.size()
     );
-    log.close();
+    log.shutdown().await;
     Ok((
         total as f64 / secs,
         percentile(&lat, 0.5),

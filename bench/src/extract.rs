@@ -391,7 +391,7 @@ pub fn worker(
         report.linker_nodes += releaser.links().synced(&key)?.lock().linker.len() as u64;
     }
     drop(releaser);
-    audit.close();
+    drop(audit);
     Ok(report)
 }
 

@@ -96,6 +96,8 @@ struct Inner {
     failure: Mutex<Option<String>>,
     /// The latest persisted checkpoint.
     persisted: Mutex<Option<SignedCheckpoint>>,
+    /// Group commits (fdatasyncs of the entries file) since open.
+    groups: std::sync::atomic::AtomicU64,
     /// Test fault: the writer refuses this many more jobs, writing nothing.
     #[cfg(test)]
     fail_next: std::sync::atomic::AtomicUsize,
@@ -189,6 +191,7 @@ impl AuditLog {
                 root,
             }),
             failure: Mutex::new(None),
+            groups: std::sync::atomic::AtomicU64::new(0),
             persisted: Mutex::new(persisted),
             #[cfg(test)]
             fail_next: std::sync::atomic::AtomicUsize::new(0),
@@ -346,6 +349,12 @@ impl AuditLog {
             next: start,
             end,
         })
+    }
+
+    /// Group commits since open: one write and one fdatasync of the entries file each, however
+    /// many appends they carried.
+    pub fn groups_committed(&self) -> u64 {
+        self.inner.groups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the writer after the queued appends and waits until it has written its last byte
@@ -650,6 +659,9 @@ impl Writer {
             .sync_data()
             .map_err(|e| format!("fsync of the audit log failed: {e}"))?;
         self.len += buf.len() as u64;
+        self.inner
+            .groups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = range.root();
         self.range = range;
         let mut t = self
