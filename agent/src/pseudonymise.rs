@@ -4,9 +4,12 @@
 
 use crate::config::Mapping;
 use crate::source::Row;
-use sharing_proto::v1::{PersonRole, Record, StringSet, TypedToken, Value, value::Kind};
+use sharing_proto::v1::{
+    FuzzyTokens, PersonRole, Record, StringSet, TypedToken, Value, value::Kind,
+};
 use skp_core::LinkageKey;
-use skp_core::catalog::{Dataset, Field, FieldClass, FieldType};
+use skp_core::catalog::{Dataset, Field, FieldClass, FieldType, Role};
+use skp_core::fuzzy::{FUZZY_VERSION, PersonFields, RawPerson};
 use skp_core::normalise;
 use std::collections::HashMap;
 
@@ -69,6 +72,9 @@ impl<'a> Pseudonymiser<'a> {
     /// Pseudonymises one row.
     pub fn record(&self, row: &Row) -> Result<Record, RowProblem> {
         let mut normalised: HashMap<&str, String> = HashMap::new();
+        // Checked values as given (after the mapping's code translation), for the fuzzy tokens,
+        // which need the words and spelling that exact normalisation folds away.
+        let mut checked: HashMap<&str, &str> = HashMap::new();
         let mut values = Vec::new();
         for field in &self.dataset.fields {
             let column = self.mapping.column(field.name.as_str());
@@ -85,7 +91,11 @@ impl<'a> Pseudonymiser<'a> {
             let value = match raw {
                 None if field.required => return Err(problem("required value is missing".into())),
                 None => None,
-                Some(r) => Some(normalise_value(field, r).map_err(problem)?),
+                Some(r) => {
+                    let v = normalise_value(field, r).map_err(problem)?;
+                    checked.insert(field.name.as_str(), r);
+                    Some(v)
+                }
             };
             if field.class == FieldClass::Direct {
                 if let Some(v) = value.and_then(|v| plain_text(&v)) {
@@ -136,10 +146,12 @@ impl<'a> Pseudonymiser<'a> {
                     });
                 }
             }
-            if !tokens.is_empty() {
+            let fuzzy = self.fuzzy(role, &checked);
+            if !tokens.is_empty() || fuzzy.is_some() {
                 persons.push(PersonRole {
                     role: role.name.clone(),
                     tokens,
+                    fuzzy,
                 });
             }
         }
@@ -157,6 +169,39 @@ impl<'a> Pseudonymiser<'a> {
             persons,
             values,
             source_line: row.line,
+        })
+    }
+}
+
+impl Pseudonymiser<'_> {
+    /// The fuzzy-linkage tokens of a role, from the fields of its `demo` recipe (surname,
+    /// forename, date of birth, sex, in that order, as the catalog requires) that the row has;
+    /// `None` when the role has no such recipe or none of its values is usable.
+    fn fuzzy(&self, role: &Role, checked: &HashMap<&str, &str>) -> Option<FuzzyTokens> {
+        let recipe = role.tokens.iter().find(|r| r.kind == "demo")?;
+        let value = |i: usize| {
+            recipe
+                .fields
+                .get(i)
+                .and_then(|f| checked.get(f.as_str()).copied())
+        };
+        let raw = RawPerson {
+            surname: value(0),
+            forenames: value(1),
+            dob: value(2),
+            sex: value(3),
+            postcode: None,
+        };
+        let (fields, _invalid) = PersonFields::from_raw(&raw);
+        let set = self.key.fuzzy().encode(&fields);
+        if set.is_empty() {
+            return None;
+        }
+        let (present, tokens) = set.to_wire();
+        Some(FuzzyTokens {
+            version: FUZZY_VERSION.to_string(),
+            present,
+            tokens,
         })
     }
 }
@@ -296,6 +341,78 @@ mod tests {
         }
         assert!(!rec.persons.is_empty());
         assert_eq!(rec.values.len(), ds.sent_fields().count());
+    }
+
+    #[test]
+    fn roles_with_a_demo_recipe_carry_fuzzy_tokens_of_their_values_only() {
+        let cat = skp_core::Catalog::embedded().expect("catalog");
+        let ds = cat.dataset("police_crime").expect("ds");
+        let mapping = Mapping::default();
+        let mut cells: Vec<(String, String)> = Vec::new();
+        for f in &ds.fields {
+            let v = match (f.name.as_str(), f.ty) {
+                ("victim_surname", _) => "Smith-Jones",
+                ("victim_forename", _) => "Mary Ann",
+                ("victim_dob", _) => "1984-11-03",
+                ("victim_sex", _) => "F",
+                // The suspect is unknown: no names, no date of birth.
+                (n, _) if n.starts_with("suspect_") => continue,
+                (_, FieldType::Date) => "2024-05-06",
+                (_, FieldType::Datetime) => "2024-01-02T03:04",
+                (_, FieldType::Int) => "3",
+                (_, FieldType::Bool) => "no",
+                (_, FieldType::Enum | FieldType::Set) => f.values[0].as_str(),
+                (_, FieldType::Postcode) => "KT1 1EE",
+                (_, FieldType::Uprn) => "128001234567",
+                (_, FieldType::PncId | FieldType::NhsNumber) => continue,
+                _ => "x",
+            };
+            cells.push((f.name.to_string(), v.to_string()));
+        }
+        let cells: Vec<(&str, &str)> = cells
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let encode = |key: &LinkageKey| {
+            Pseudonymiser::new(ds, &mapping, key)
+                .record(&row(2, &cells))
+                .expect("record")
+        };
+        let key = LinkageKey::from_bytes(&[9; 32]);
+        let rec = encode(&key);
+        // Only the victim has values; their tokens are those of the fuzzy encoder.
+        assert_eq!(rec.persons.len(), 1, "{:?}", rec.persons);
+        let f = rec.persons[0].fuzzy.as_ref().expect("fuzzy tokens");
+        assert_eq!(f.version, FUZZY_VERSION);
+        let got = skp_core::fuzzy::TokenSet::from_wire(f.present, &f.tokens).expect("shape");
+        let (fields, invalid) = PersonFields::from_raw(&RawPerson {
+            forenames: Some("Mary Ann"),
+            surname: Some("Smith-Jones"),
+            dob: Some("1984-11-03"),
+            sex: Some("F"),
+            postcode: None,
+        });
+        assert!(invalid.is_empty());
+        assert_eq!(got, key.fuzzy().encode(&fields));
+        assert!(got.len() >= 15, "{} tokens", got.len());
+        // No raw value, in any spelling, and no digits of the date.
+        let bytes = prost::Message::encode_to_vec(&rec);
+        for needle in [
+            "SMITH", "Smith", "JONES", "MARY", "Mary", "ANN", "1984", "19841103", "841103",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} leaked"
+            );
+        }
+        // Another key: no token in common.
+        let other = encode(&LinkageKey::from_bytes(&[10; 32]));
+        let o = other.persons[0].fuzzy.as_ref().expect("fuzzy");
+        let theirs = skp_core::fuzzy::TokenSet::from_wire(o.present, &o.tokens).expect("shape");
+        assert_eq!(o.present, f.present);
+        for (_, t) in got.iter() {
+            assert!(theirs.iter().all(|(_, u)| u != t));
+        }
     }
 
     #[test]

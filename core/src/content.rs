@@ -1,13 +1,15 @@
 //! The canonical content hash of a record, computed by the agent and checked by the gateway.
 //!
-//! `SHA-256("skp-content-v1" ‖ lp(dataset) ‖ u32 schema version ‖ record key ‖ persons ‖ values)`
+//! `SHA-256("skp-content-v2" ‖ lp(dataset) ‖ u32 schema version ‖ record key ‖ persons ‖ values)`
 //! with values in the dataset's catalog order of sent fields (a missing value is encoded as
 //! null). Persons are hashed in the order given; the agent sends them in catalog role order.
+//! Each person is `lp(role) ‖ u32 count ‖ (lp(kind) ‖ lp(token))* ‖ fuzzy`, where `fuzzy` is
+//! `0` when absent, else `1 ‖ lp(version) ‖ u32 present ‖ lp(tokens)` (v2 added it).
 
 use sha2::{Digest, Sha256};
 use sharing_proto::v1::{PersonRole, Value, value::Kind};
 
-const CONTENT_DOMAIN: &[u8] = b"skp-content-v1";
+const CONTENT_DOMAIN: &[u8] = b"skp-content-v2";
 
 /// Computes the content hash of a record whose `values` are in catalog order.
 pub fn content_hash(
@@ -29,6 +31,15 @@ pub fn content_hash(
         for t in &p.tokens {
             lp(&mut h, t.kind.as_bytes());
             lp(&mut h, &t.token);
+        }
+        match &p.fuzzy {
+            None => h.update([0]),
+            Some(f) => {
+                h.update([1]);
+                lp(&mut h, f.version.as_bytes());
+                h.update(f.present.to_be_bytes());
+                lp(&mut h, &f.tokens);
+            }
         }
     }
     h.update((values.len() as u32).to_be_bytes());
@@ -106,5 +117,28 @@ mod tests {
             base,
             content_hash("d", 1, &[1; 32], &[], &[text("a"), Value { kind: None }])
         );
+    }
+
+    #[test]
+    fn fuzzy_tokens_are_part_of_the_content() {
+        use sharing_proto::v1::FuzzyTokens;
+        let person = |fuzzy: Option<FuzzyTokens>| PersonRole {
+            role: "victim".into(),
+            tokens: Vec::new(),
+            fuzzy,
+        };
+        let fuzzy = |present: u32, tokens: &[u8]| FuzzyTokens {
+            version: "skp/fuzzy/v1".into(),
+            present,
+            tokens: tokens.to_vec(),
+        };
+        let hash = |p: PersonRole| content_hash("d", 1, &[1; 32], &[p], &[]);
+        let none = hash(person(None));
+        let some = hash(person(Some(fuzzy(1, &[7; 16]))));
+        assert_ne!(none, some);
+        assert_ne!(some, hash(person(Some(fuzzy(2, &[7; 16])))));
+        assert_ne!(some, hash(person(Some(fuzzy(1, &[8; 16])))));
+        assert_ne!(none, hash(person(Some(fuzzy(0, &[])))));
+        assert_eq!(some, hash(person(Some(fuzzy(1, &[7; 16])))));
     }
 }

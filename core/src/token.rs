@@ -38,6 +38,8 @@ impl Token {
 #[derive(Clone)]
 pub struct LinkageKey {
     mac: HmacSha256,
+    /// The fuzzy-linkage subkeys (HKDF of the same 32 bytes; see [`crate::fuzzy::keys`]).
+    fuzzy: std::sync::Arc<crate::fuzzy::TokenKeys>,
 }
 
 impl fmt::Debug for LinkageKey {
@@ -61,7 +63,15 @@ impl LinkageKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         Self {
             mac: HmacSha256::new_from_slice(bytes).expect("HMAC accepts any key length"),
+            fuzzy: std::sync::Arc::new(crate::fuzzy::TokenKeys::derive(
+                &crate::fuzzy::FuzzyKey::from_bytes(bytes),
+            )),
         }
+    }
+
+    /// The fuzzy-linkage token keys derived from this key (per field and variant, by HKDF).
+    pub fn fuzzy(&self) -> &crate::fuzzy::TokenKeys {
+        &self.fuzzy
     }
 
     /// A key from the text of a key file: 64 hex characters, surrounding whitespace ignored.

@@ -38,6 +38,15 @@ impl<'a> WireValue<'a> {
         }
     }
 
+    /// The value, if fixed 32-bit (`fixed32`, `sfixed32`, `float` bits).
+    #[inline]
+    pub fn fixed32(self) -> Result<u32, WireError> {
+        match self {
+            WireValue::Fixed32(v) => Ok(v),
+            _ => Err(WireError::WrongType),
+        }
+    }
+
     /// The bytes as UTF-8 text, if length-delimited and valid.
     #[inline]
     pub fn str(self) -> Result<&'a str, WireError> {

@@ -1613,6 +1613,7 @@ mod tests {
                         kind: "nhs".into(),
                         token: vec![key ^ 0x55; 32],
                     }],
+                    fuzzy: None,
                 }],
                 ..Default::default()
             }),

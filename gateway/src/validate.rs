@@ -221,6 +221,9 @@ impl BatchPlan<'_> {
                 })?;
                 tokens.push((t.kind.clone(), tok));
             }
+            if let Some(f) = &p.fuzzy {
+                check_fuzzy(f, role).map_err(|reason| problem("", reason))?;
+            }
         }
         let expected = skp_core::content::content_hash(
             self.dataset.name.as_str(),
@@ -337,6 +340,32 @@ fn sanitise(s: &str) -> String {
         .take(64)
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .collect()
+}
+
+/// A role's fuzzy-linkage tokens are well formed: this encoding version, only slots that
+/// exist, 16 bytes each, and only for a role whose catalog entry derives a `demo` token (the
+/// fields they are computed from).
+fn check_fuzzy(
+    f: &sharing_proto::v1::FuzzyTokens,
+    role: &skp_core::catalog::Role,
+) -> Result<(), String> {
+    if !role.tokens.iter().any(|r| r.kind == "demo") {
+        return Err(format!(
+            "role {} has fuzzy tokens, but the catalog gives it no demo recipe to compute them from",
+            role.name
+        ));
+    }
+    if f.version != skp_core::fuzzy::FUZZY_VERSION {
+        return Err(format!(
+            "role {} fuzzy tokens are of version \"{}\"; this gateway reads {} (update the agent or the gateway so they match)",
+            role.name,
+            sanitise(&f.version),
+            skp_core::fuzzy::FUZZY_VERSION
+        ));
+    }
+    skp_core::fuzzy::TokenSet::from_wire(f.present, &f.tokens)
+        .map(|_| ())
+        .map_err(|e| format!("role {} fuzzy tokens: {e}", role.name))
 }
 
 #[cfg(test)]
@@ -464,6 +493,7 @@ mod tests {
                     kind: role.tokens[0].kind.clone(),
                     token: vec![2; 32],
                 }],
+                fuzzy: None,
             }],
             values: good_values.clone(),
             source_line: 7,
@@ -501,6 +531,30 @@ mod tests {
                 .reason
                 .contains("no person role")
         );
+
+        // Fuzzy tokens: well formed are taken; a wrong length or version is refused.
+        let fuzzy = |version: &str, present: u32, n: usize| {
+            let mut r = rec.clone();
+            r.persons[0].fuzzy = Some(sharing_proto::v1::FuzzyTokens {
+                version: version.into(),
+                present,
+                tokens: vec![3; n],
+            });
+            sealed(ds, r, &names)
+        };
+        let v1 = skp_core::fuzzy::FUZZY_VERSION;
+        assert!(p.check(&met, fuzzy(v1, 0b101, 32), 0).is_ok());
+        let e = p.check(&met, fuzzy(v1, 0b101, 31), 0).expect_err("length");
+        assert!(
+            e.reason.contains("fuzzy tokens: expected 32 bytes"),
+            "{e:?}"
+        );
+        let e = p
+            .check(&met, fuzzy("skp/fuzzy/v0", 1, 16), 0)
+            .expect_err("v");
+        assert!(e.reason.contains("version"), "{e:?}");
+        let e = p.check(&met, fuzzy(v1, 1 << 30, 16), 0).expect_err("slots");
+        assert!(e.reason.contains("slots"), "{e:?}");
 
         // Missing required value.
         let mut bad = rec.clone();

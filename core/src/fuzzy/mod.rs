@@ -31,6 +31,7 @@ pub use keys::{FUZZY_VERSION, FuzzyKey, Subkey};
 pub use person::{Dob, InvalidField, PersonFields, Postcode, RawPerson, Sex};
 pub use tokens::{
     Agreement, FieldId, FieldToken, FuzzyToken, Slot, TokenKeys, TokenSet, VariantId,
+    WireTokensError,
 };
 
 use std::fmt;

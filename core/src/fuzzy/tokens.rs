@@ -342,6 +342,43 @@ impl TokenSet {
             .collect()
     }
 
+    /// The wire form (`sharing.v1.FuzzyTokens`): the presence mask (bit `i` is
+    /// `Slot::ALL[i]`) and 16 bytes per present slot, in slot order.
+    pub fn to_wire(&self) -> (u32, Vec<u8>) {
+        let mut bytes = Vec::with_capacity(16 * self.len());
+        for (_, t) in self.iter() {
+            bytes.extend_from_slice(&t.0);
+        }
+        (self.present, bytes)
+    }
+
+    /// A set from its wire form; refuses a mask naming slots that do not exist or bytes that
+    /// are not 16 per present slot.
+    pub fn from_wire(present: u32, bytes: &[u8]) -> Result<Self, WireTokensError> {
+        if present >> Slot::COUNT != 0 {
+            return Err(WireTokensError::UnknownSlots);
+        }
+        let want = 16 * present.count_ones() as usize;
+        if bytes.len() != want {
+            return Err(WireTokensError::Length {
+                want,
+                got: bytes.len(),
+            });
+        }
+        let mut set = TokenSet::default();
+        let mut chunks = bytes.chunks_exact(16);
+        for s in Slot::ALL {
+            if present & bit(s) != 0
+                && let Some(c) = chunks.next()
+            {
+                let mut t = [0u8; 16];
+                t.copy_from_slice(c);
+                set.set(s, FuzzyToken(t));
+            }
+        }
+        Ok(set)
+    }
+
     /// Which comparisons agree between two people. A slot agrees when both sets hold it and the
     /// tokens are equal; for a crosswise pair ([`Slot::primary`]) any token of one set's pair
     /// equal to any of the other's sets the primary's bit. Missing on either side is neither
@@ -368,6 +405,22 @@ impl TokenSet {
         }
         Agreement { agree, compared }
     }
+}
+
+/// Why a received fuzzy token set is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireTokensError {
+    /// The presence mask names slots beyond the known ones.
+    #[error("the presence mask names token slots this version does not know")]
+    UnknownSlots,
+    /// The token bytes are not 16 per present slot.
+    #[error("expected {want} bytes of tokens (16 per present slot), got {got}")]
+    Length {
+        /// Expected length.
+        want: usize,
+        /// Received length.
+        got: usize,
+    },
 }
 
 /// The outcome of comparing two [`TokenSet`]s, per primary slot: agreed, disagreed (both
@@ -534,6 +587,26 @@ mod tests {
 
     fn keys(b: u8) -> TokenKeys {
         TokenKeys::derive(&FuzzyKey::from_bytes(&[b; 32]))
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_refuses_bad_shapes() {
+        let t = keys(1).encode(&fields("John", "Smith", "1990-03-05", "M", ""));
+        let (present, bytes) = t.to_wire();
+        assert_eq!(bytes.len(), 16 * t.len());
+        assert_eq!(TokenSet::from_wire(present, &bytes), Ok(t));
+        assert_eq!(
+            TokenSet::from_wire(present, &bytes[1..]),
+            Err(WireTokensError::Length {
+                want: bytes.len(),
+                got: bytes.len() - 1
+            })
+        );
+        assert_eq!(
+            TokenSet::from_wire(present | 1 << Slot::COUNT, &bytes),
+            Err(WireTokensError::UnknownSlots)
+        );
+        assert_eq!(TokenSet::from_wire(0, &[]), Ok(TokenSet::default()));
     }
 
     #[test]

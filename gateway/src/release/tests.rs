@@ -347,6 +347,7 @@ impl Rec {
                         token: token(kind, *n).to_vec(),
                     })
                     .collect(),
+                fuzzy: None,
             })
             .collect();
         let key = record_key(ds.name.as_str(), self.key);

@@ -52,6 +52,9 @@ pub struct PersonView<'a> {
     pub role: &'a str,
     /// The role's `TypedToken` messages, each checked well-formed when the record was read.
     tokens: &'a [u8],
+    /// The role's `FuzzyTokens` (version, presence mask, token bytes), if it has one (several
+    /// occurrences merge field by field, as prost merges them).
+    fuzzy: Option<(&'a str, u32, &'a [u8])>,
 }
 
 impl<'a> PersonView<'a> {
@@ -62,6 +65,12 @@ impl<'a> PersonView<'a> {
             .filter(|(n, _)| *n == 2)
             .filter_map(|(_, v)| v.bytes().ok())
             .map(|t| token_parts(t).unwrap_or_default())
+    }
+
+    /// The role's fuzzy-linkage tokens as (version, presence mask, token bytes), if it has
+    /// them. The shape of the tokens is checked at ingest ([`skp_core::fuzzy::TokenSet::from_wire`]).
+    pub fn fuzzy(&self) -> Option<(&'a str, u32, &'a [u8])> {
+        self.fuzzy
     }
 }
 
@@ -148,12 +157,24 @@ fn person(bytes: &[u8]) -> Result<PersonView<'_>, ViewError> {
     let mut p = PersonView {
         role: "",
         tokens: bytes,
+        fuzzy: None,
     };
     for f in Fields::new(bytes) {
         match f? {
             (1, x) => p.role = x.str()?,
             (2, x) => {
                 token_parts(x.bytes()?)?;
+            }
+            (3, x) => {
+                let f = p.fuzzy.get_or_insert(("", 0, &[]));
+                for g in Fields::new(x.bytes()?) {
+                    match g? {
+                        (1, y) => f.0 = y.str()?,
+                        (2, y) => f.1 = y.fixed32()?,
+                        (3, y) => f.2 = y.bytes()?,
+                        (_, _) => {}
+                    }
+                }
             }
             (_, _) => {}
         }
@@ -201,7 +222,9 @@ mod tests {
     use crate::store::StoredRecord;
     use proptest::prelude::*;
     use prost::Message;
-    use sharing_proto::v1::{PersonRole, Record, StringSet, TypedToken, Value, value::Kind};
+    use sharing_proto::v1::{
+        FuzzyTokens, PersonRole, Record, StringSet, TypedToken, Value, value::Kind,
+    };
 
     fn kind() -> impl Strategy<Value = Option<Kind>> {
         prop_oneof![
@@ -219,8 +242,28 @@ mod tests {
     fn record() -> impl Strategy<Value = StoredRecord> {
         let token = ("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..33))
             .prop_map(|(kind, token)| TypedToken { kind, token });
-        let person = ("[a-z_]{0,10}", proptest::collection::vec(token, 0..4))
-            .prop_map(|(role, tokens)| PersonRole { role, tokens });
+        let fuzzy = proptest::option::of(
+            (
+                ".{0,12}",
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            )
+                .prop_map(|(version, present, tokens)| FuzzyTokens {
+                    version,
+                    present,
+                    tokens,
+                }),
+        );
+        let person = (
+            "[a-z_]{0,10}",
+            proptest::collection::vec(token, 0..4),
+            fuzzy,
+        )
+            .prop_map(|(role, tokens, fuzzy)| PersonRole {
+                role,
+                tokens,
+                fuzzy,
+            });
         (
             (".{0,20}", any::<u32>(), ".{0,10}", any::<i64>()),
             proptest::collection::vec(any::<u8>(), 0..33),
@@ -265,6 +308,11 @@ mod tests {
                 .map(|t| (t.kind.as_str(), t.token.as_slice()))
                 .collect();
             assert_eq!(p.tokens().collect::<Vec<_>>(), want);
+            let fuzzy = q
+                .fuzzy
+                .as_ref()
+                .map(|f| (f.version.as_str(), f.present, f.tokens.as_slice()));
+            assert_eq!(p.fuzzy(), fuzzy);
         }
         let want: Vec<Cell<'_>> = r.values.iter().map(Cell::from).collect();
         assert_eq!(view.values, want);
