@@ -77,8 +77,16 @@ struct RawPurpose {
     output: Spanned<String>,
     linkage: Option<Spanned<Vec<String>>>,
     #[serde(default)]
+    fuzzy: Option<Spanned<RawFuzzy>>,
+    #[serde(default)]
     disclosure: RawDisclosure,
     datasets: Spanned<BTreeMap<String, RawDatasetRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFuzzy {
+    threshold: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,11 +227,28 @@ pub struct Purpose {
     pub output: Output,
     /// Token kinds linkage may use (empty: no linkage).
     pub linkage: Vec<String>,
+    /// Fuzzy demographic linkage (`[purpose.fuzzy]`): names, date of birth and sex compared
+    /// through the agents' fuzzy tokens, beside the exact kinds; `None`: exact tokens only.
+    pub fuzzy: Option<FuzzyLinkage>,
     /// Disclosure control.
     pub disclosure: Disclosure,
     /// Per dataset rules, by dataset name.
     pub datasets: BTreeMap<String, DatasetRule>,
 }
+
+/// A purpose's fuzzy linkage settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FuzzyLinkage {
+    /// Pairs of person roles scoring at least this match weight (log2 of the Fellegi–Sunter
+    /// likelihood ratio) are linked.
+    pub threshold: f64,
+}
+
+/// The match weight fuzzy linkage uses when an agreement does not set one.
+pub const DEFAULT_FUZZY_THRESHOLD: f64 = 10.0;
+
+/// The range of thresholds an agreement may set.
+pub const FUZZY_THRESHOLD_RANGE: std::ops::RangeInclusive<f64> = 0.0..=60.0;
 
 /// What happens to one field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,6 +571,27 @@ fn purpose(
             );
         }
     }
+    let fuzzy = p.fuzzy.map(|f| {
+        let span = f.span();
+        let threshold = f.into_inner().threshold.unwrap_or(DEFAULT_FUZZY_THRESHOLD);
+        if !linkage.iter().any(|k| k == "demo") {
+            cx.err(
+                span.clone(),
+                format!("purpose {pid}: fuzzy linkage compares names, date of birth and sex; add \"demo\" to `linkage` or remove [purpose.fuzzy]"),
+            );
+        }
+        if !threshold.is_finite() || !FUZZY_THRESHOLD_RANGE.contains(&threshold) {
+            cx.err(
+                span,
+                format!(
+                    "purpose {pid}: fuzzy.threshold must be a match weight from {} to {} (default {DEFAULT_FUZZY_THRESHOLD}; higher links fewer pairs)",
+                    FUZZY_THRESHOLD_RANGE.start(),
+                    FUZZY_THRESHOLD_RANGE.end()
+                ),
+            );
+        }
+        FuzzyLinkage { threshold }
+    });
     let d = p.disclosure;
     let disclosure = Disclosure {
         min_cell: d.min_cell.unwrap_or(10),
@@ -614,6 +660,7 @@ fn purpose(
         recipients,
         output,
         linkage,
+        fuzzy,
         disclosure,
         datasets,
     })

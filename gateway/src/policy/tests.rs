@@ -881,6 +881,50 @@ fn person_ids_need_records_and_linkage() {
 }
 
 #[test]
+fn fuzzy_linkage_takes_a_threshold_needs_demo_and_refuses_a_bad_one() {
+    let ok = loads(&persons_isa(
+        "output = \"records\"\nlinkage = [\"pnc\", \"demo\"]\nfuzzy = { threshold = 12.5 }\n",
+    ));
+    assert_eq!(
+        ok.purposes[0].fuzzy,
+        Some(crate::policy::isa::FuzzyLinkage { threshold: 12.5 })
+    );
+    let default = loads(&persons_isa(
+        "output = \"records\"\nlinkage = [\"demo\"]\nfuzzy = {}\n",
+    ));
+    assert_eq!(
+        default.purposes[0].fuzzy.map(|f| f.threshold),
+        Some(crate::policy::isa::DEFAULT_FUZZY_THRESHOLD)
+    );
+    let exact = loads(&persons_isa("output = \"records\"\nlinkage = [\"pnc\"]\n"));
+    assert_eq!(exact.purposes[0].fuzzy, None);
+
+    let text = persons_isa("output = \"records\"\nlinkage = [\"pnc\"]\nfuzzy = {}\n");
+    refused(
+        &text,
+        line(&text, "fuzzy = "),
+        &["purpose reoffending", "add \"demo\" to `linkage`"],
+    );
+    for bad in ["-1.0", "61.0", "nan"] {
+        let text = persons_isa(&format!(
+            "output = \"records\"\nlinkage = [\"demo\"]\nfuzzy = {{ threshold = {bad} }}\n"
+        ));
+        refused(
+            &text,
+            line(&text, "fuzzy = "),
+            &["fuzzy.threshold must be a match weight from 0 to 60"],
+        );
+    }
+    let text =
+        persons_isa("output = \"records\"\nlinkage = [\"demo\"]\nfuzzy = { treshold = 3.0 }\n");
+    let problems = problems_at(&text, NOW);
+    assert!(
+        problems.iter().any(|p| p.message.contains("treshold")),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn a_person_role_the_dataset_does_not_have_refuses_the_load() {
     let text = edit(
         &persons_isa("output = \"records\"\nlinkage = [\"pnc\"]\n"),
