@@ -90,17 +90,17 @@ const DISTRICTS: &[&str] = &[
 
 /// A true person.
 #[derive(Clone)]
-struct Truth {
-    forename: String,
-    surname: String,
-    dob: (i32, u8, u8),
-    female: bool,
-    postcode: String,
+pub(super) struct Truth {
+    pub(super) forename: String,
+    pub(super) surname: String,
+    pub(super) dob: (i32, u8, u8),
+    pub(super) female: bool,
+    pub(super) postcode: String,
 }
 
 /// How one agency recorded a person.
 #[derive(Clone)]
-struct Recorded {
+pub(super) struct Recorded {
     forename: String,
     surname: String,
     dob: String,
@@ -109,7 +109,7 @@ struct Recorded {
 }
 
 impl Recorded {
-    fn raw(&self) -> RawPerson<'_> {
+    pub(super) fn raw(&self) -> RawPerson<'_> {
         RawPerson {
             forenames: Some(&self.forename),
             surname: Some(&self.surname),
@@ -145,7 +145,7 @@ fn postcode(rng: &mut StdRng) -> String {
     format!("{d} {}{}{}", rng.random_range(1..10), l(rng), l(rng))
 }
 
-fn person(rng: &mut StdRng) -> Truth {
+pub(super) fn person(rng: &mut StdRng) -> Truth {
     let female = rng.random_bool(0.5);
     let days_in = |m: u8| if m == 2 { 28 } else { 30 };
     let month = rng.random_range(1..=12u8);
@@ -184,7 +184,7 @@ fn typo(s: &str, rng: &mut StdRng) -> String {
     c.into_iter().collect()
 }
 
-fn record(t: &Truth, rng: &mut StdRng) -> Recorded {
+pub(super) fn record(t: &Truth, rng: &mut StdRng) -> Recorded {
     let mut forename = t.forename.clone();
     let mut surname = t.surname.clone();
     if rng.random_bool(0.04)
@@ -231,6 +231,146 @@ fn record(t: &Truth, rng: &mut StdRng) -> Recorded {
         sex: if t.female { "F" } else { "M" },
         postcode,
     }
+}
+
+/// How several agencies record one population (the linkage measurements of `fuzzy::link`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Agencies {
+    /// How many agencies.
+    pub(super) count: usize,
+    /// Probability that an agency holds a given person.
+    pub(super) presence: f64,
+    /// Probability that an agency holds a second, duplicate record of a person it holds (own,
+    /// independent errors): the agent's default `duplicate_record`.
+    pub(super) duplicate: f64,
+    /// Probability that a record has a second person role (another person, e.g. a suspect
+    /// next to a victim).
+    pub(super) second_role: f64,
+    /// Whether the agencies record a postcode.
+    pub(super) postcode: bool,
+    /// Supplementary: draw most names from large synthetic pools instead of the short lists,
+    /// for a name diversity like the UK's (two random people share a surname with probability
+    /// about 0.002 instead of 0.055, a forename about 0.02 instead of 0.08).
+    pub(super) diverse_names: bool,
+}
+
+impl Agencies {
+    /// Two agencies, each holding three persons in four.
+    pub(super) fn two(postcode: bool) -> Self {
+        Self {
+            count: 2,
+            presence: 0.75,
+            duplicate: 0.02,
+            second_role: 0.1,
+            postcode,
+            diverse_names: false,
+        }
+    }
+
+    /// Five agencies, each holding three persons in ten.
+    pub(super) fn five(postcode: bool) -> Self {
+        Self {
+            count: 5,
+            presence: 0.3,
+            ..Self::two(postcode)
+        }
+    }
+
+    /// Nodes per person of the population, on average.
+    fn nodes_per_person(&self) -> f64 {
+        self.count as f64 * self.presence * (1.0 + self.duplicate) * (1.0 + self.second_role)
+    }
+}
+
+/// Person nodes (one per person role of a record) of several agencies, with the truth.
+pub(super) struct Scenario {
+    /// The population.
+    pub(super) truth: Vec<Truth>,
+    /// Per node: how it was recorded.
+    pub(super) nodes: Vec<Recorded>,
+    /// Per node: the true person (index into `truth`).
+    pub(super) person: Vec<u32>,
+    /// Per node: its record (the clustering constraint's group).
+    pub(super) group: Vec<u64>,
+    /// Per node: its agency.
+    pub(super) agency: Vec<u8>,
+}
+
+/// About `target` nodes of `agencies` recording one population, seeded.
+pub(super) fn scenario(seed: u64, target: usize, agencies: Agencies) -> Scenario {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let persons = ((target as f64 / agencies.nodes_per_person()).ceil() as usize).max(2);
+    let truth: Vec<Truth> = (0..persons)
+        .map(|_| {
+            let mut t = person(&mut rng);
+            if agencies.diverse_names {
+                if rng.random_bool(0.8) {
+                    let k = rng.random_range(2..=3);
+                    t.surname = synthetic_name(k, &mut rng);
+                }
+                if rng.random_bool(0.5) {
+                    t.forename = synthetic_name(2, &mut rng);
+                }
+            }
+            t
+        })
+        .collect();
+    let mut s = Scenario {
+        truth,
+        nodes: Vec::new(),
+        person: Vec::new(),
+        group: Vec::new(),
+        agency: Vec::new(),
+    };
+    let mut records = 0u64;
+    for a in 0..agencies.count {
+        for p in 0..persons {
+            if !rng.random_bool(agencies.presence) {
+                continue;
+            }
+            let copies = if rng.random_bool(agencies.duplicate) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let mut roles = vec![p];
+                if rng.random_bool(agencies.second_role) {
+                    let other = rng.random_range(0..persons - 1);
+                    roles.push(if other >= p { other + 1 } else { other });
+                }
+                for q in roles {
+                    let mut r = record(&s.truth[q], &mut rng);
+                    if !agencies.postcode {
+                        r.postcode.clear();
+                    }
+                    s.nodes.push(r);
+                    s.person.push(q as u32);
+                    s.group.push(records);
+                    s.agency.push(a as u8);
+                }
+                records += 1;
+            }
+        }
+    }
+    s
+}
+
+/// A made-up name of `syllables` syllables from a pool of 30 (900 two-syllable names, 27 000
+/// three-syllable ones), capitalised.
+fn synthetic_name(syllables: usize, rng: &mut StdRng) -> String {
+    const POOL: [&str; 30] = [
+        "an", "bel", "cor", "dan", "el", "far", "gor", "hal", "is", "jon", "kel", "lin", "mor",
+        "nor", "ol", "pen", "ras", "sil", "tan", "ul", "ver", "wen", "yar", "zel", "brook", "ford",
+        "ley", "ton", "wick", "ham",
+    ];
+    let mut name: String = (0..syllables)
+        .map(|_| POOL[rng.random_range(0..POOL.len())])
+        .collect();
+    if let Some(first) = name.get(..1).map(str::to_ascii_uppercase) {
+        name.replace_range(..1, &first);
+    }
+    name
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {

@@ -10,6 +10,8 @@
 //!   partial dates, postcode sector and district) in a fixed [`TokenSet`] for
 //!   Fellegi–Sunter style scoring.
 //! - [`clk`]: a keyed Bloom-filter encoding (CLK) compared with [`dice`].
+//! - [`link`]: the gateway-side matcher over [`TokenSet`]s: Fellegi–Sunter model estimated
+//!   without labels, blocking, incremental scoring ([`Matcher`]) and reference clustering.
 //!
 //! Pure: no I/O, no logging, no clock. Must never put a raw value, a key or an unkeyed hash of
 //! a value into an output, a `Debug` string or an error. Each type that holds personal data or
@@ -17,6 +19,7 @@
 
 pub mod clk;
 pub mod keys;
+pub mod link;
 pub mod person;
 pub mod phonetic;
 pub mod tokens;
@@ -28,6 +31,7 @@ mod tests;
 
 pub use clk::{Clk, ClkConfig, ClkConfigError, ClkEncoder, Hardening, dice};
 pub use keys::{FUZZY_VERSION, FuzzyKey, Subkey};
+pub use link::{MatchSettings, Matcher, Model, ModelSummary, TermFrequencies, cluster};
 pub use person::{Dob, InvalidField, PersonFields, Postcode, RawPerson, Sex};
 pub use tokens::{
     Agreement, FieldId, FieldToken, FuzzyToken, Slot, TokenKeys, TokenSet, VariantId,
