@@ -18,9 +18,13 @@
 //! [`PersonId`]s are released), link on a token kind the purpose does not allow, or print a
 //! token or a key (`Debug` is redacted).
 
+mod fuzzy;
 mod kdf;
+pub mod quality;
 #[cfg(test)]
 mod tests;
+
+pub use fuzzy::{FuzzyCounts, REESTIMATE_BELOW};
 
 use skp_core::token::Token;
 use std::collections::hash_map::Entry;
@@ -240,6 +244,11 @@ pub struct Linker {
     order: Vec<u32>,
     /// Allowed (kind, token prefix) → slot of the first node seen with it.
     first: HashMap<TokenKey, u32, foldhash::fast::RandomState>,
+    /// Fuzzy linkage, when the purpose uses it ([`Linker::with_fuzzy`]).
+    fuzzy: Option<Box<fuzzy::FuzzyPart>>,
+    /// With fuzzy linkage only: slot → next slot of its cluster (a circular list per cluster),
+    /// to check the one-record constraint.
+    next: Vec<u32>,
 }
 
 /// A node in 8 bytes: `seq` in the high 48 bits, `role` in the low 16, so packed nodes order as
@@ -269,6 +278,7 @@ impl fmt::Debug for Linker {
             .field("kinds", &self.kinds)
             .field("nodes", &self.nodes.len())
             .field("tokens", &self.first.len())
+            .field("fuzzy", &self.fuzzy_counts())
             .finish_non_exhaustive()
     }
 }
@@ -285,6 +295,8 @@ impl Linker {
             ascending: true,
             order: Vec::new(),
             first: HashMap::default(),
+            fuzzy: None,
+            next: Vec::new(),
         }
     }
 
@@ -328,6 +340,17 @@ impl Linker {
         node: PersonNode,
         tokens: &[(TokenKind, Token)],
     ) -> Result<ClusterId, LinkageError> {
+        self.add_with(node, tokens, None)
+    }
+
+    /// [`Linker::add`] with the node's fuzzy tokens, if it has any: a fuzzy linker scores them
+    /// (or queues them until [`Linker::settle`]); an exact-only linker ignores them.
+    pub fn add_with(
+        &mut self,
+        node: PersonNode,
+        tokens: &[(TokenKind, Token)],
+        fuzzy: Option<&skp_core::fuzzy::TokenSet>,
+    ) -> Result<ClusterId, LinkageError> {
         let packed = pack(node).ok_or(LinkageError::NodeOutOfRange { node })?;
         let after_last = self.nodes.last().is_none_or(|last| *last < packed);
         if !after_last && self.slot_of(node).is_some() {
@@ -341,6 +364,9 @@ impl Linker {
         self.parent.push(slot);
         self.size.push(1);
         self.least.push(slot);
+        if self.fuzzy.is_some() {
+            self.next.push(slot);
+        }
         if !after_last {
             self.ascending = false;
         }
@@ -358,6 +384,9 @@ impl Linker {
                     e.insert(slot);
                 }
             }
+        }
+        if let Some(set) = fuzzy {
+            self.fuzzy_add(slot, set);
         }
         Ok(self.cluster_of_slot(slot))
     }
@@ -404,6 +433,7 @@ impl Linker {
                 * std::mem::size_of::<u32>()
             + self.order.capacity() * std::mem::size_of::<u32>()
             + self.first.capacity() * (std::mem::size_of::<(TokenKey, u32)>() + 1)
+            + self.fuzzy_heap_bytes()
     }
 
     /// The slot of an added node, found near `hint` (the slot after the last one found): a
@@ -589,6 +619,10 @@ impl Linker {
         };
         self.parent[small as usize] = big;
         self.size[big as usize] += self.size[small as usize];
+        if !self.next.is_empty() {
+            // Swapping one successor in each of two circular lists splices them into one.
+            self.next.swap(big as usize, small as usize);
+        }
         let (lb, ls) = (self.least[big as usize], self.least[small as usize]);
         if self.nodes[ls as usize] < self.nodes[lb as usize] {
             self.least[big as usize] = ls;

@@ -398,3 +398,215 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzy linkage inside the linker.
+
+mod fuzzy_linker {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use skp_core::fuzzy::link::MatchSettings;
+    use skp_core::fuzzy::{PersonFields, RawPerson, TokenSet};
+
+    const SURNAMES: &[&str] = &[
+        "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas",
+        "Johnson", "Roberts", "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards",
+        "Hughes", "Green", "Hall", "Lewis", "Harris", "Clarke", "Patel", "Jackson", "Wood",
+        "Turner", "Martin", "Cooper", "Hill", "Ward", "Morris", "Moore", "Clark", "Lee", "King",
+        "Baker", "Harrison", "Morgan", "Allen", "Okafor", "Mensah", "Nowak", "Kowalski", "Khan",
+    ];
+    const FORENAMES: &[&str] = &[
+        "Olivia", "Amelia", "Isla", "Ava", "Mia", "Emily", "Sophia", "Grace", "Lily", "Freya",
+        "Oliver", "George", "Noah", "Arthur", "Harry", "Leo", "Jack", "Charlie", "Oscar", "James",
+        "William", "Thomas", "Daniel", "Michael", "David", "Robert", "Sarah", "Emma",
+    ];
+
+    struct Person {
+        forename: String,
+        surname: String,
+        dob: String,
+        sex: &'static str,
+    }
+
+    fn people(n: usize, rng: &mut StdRng) -> Vec<Person> {
+        (0..n)
+            .map(|_| Person {
+                forename: FORENAMES[rng.random_range(0..FORENAMES.len())].into(),
+                surname: SURNAMES[rng.random_range(0..SURNAMES.len())].into(),
+                dob: format!(
+                    "{}-{:02}-{:02}",
+                    rng.random_range(1940..2010),
+                    rng.random_range(1..13),
+                    rng.random_range(1..29)
+                ),
+                sex: if rng.random_bool(0.5) { "F" } else { "M" },
+            })
+            .collect()
+    }
+
+    fn set(p: &Person, key: &skp_core::LinkageKey) -> TokenSet {
+        let (fields, _) = PersonFields::from_raw(&RawPerson {
+            forenames: Some(&p.forename),
+            surname: Some(&p.surname),
+            dob: Some(&p.dob),
+            sex: Some(p.sex),
+            postcode: None,
+        });
+        key.fuzzy().encode(&fields)
+    }
+
+    /// A one-letter typo in the middle of a name.
+    fn typo(s: &str) -> String {
+        let mut c: Vec<char> = s.chars().collect();
+        let i = c.len() / 2;
+        c[i] = if c[i] == 'x' { 'y' } else { 'x' };
+        c.into_iter().collect()
+    }
+
+    fn fuzzy_linker() -> Linker {
+        Linker::with_fuzzy(KindSet::of(&[TokenKind::Demo]), MatchSettings::default())
+    }
+
+    /// 600 people, each recorded twice (records 1..=600 and 601..=1200, one role each); the
+    /// second record of the first 100 has a surname typo, so no exact token joins them.
+    fn two_agencies(key: &skp_core::LinkageKey) -> (Vec<Person>, Vec<TokenSet>) {
+        let mut rng = StdRng::seed_from_u64(7);
+        let ps = people(600, &mut rng);
+        let mut sets: Vec<TokenSet> = ps.iter().map(|p| set(p, key)).collect();
+        for (i, p) in ps.iter().enumerate() {
+            let copy = Person {
+                forename: p.forename.clone(),
+                surname: if i < 100 {
+                    typo(&p.surname)
+                } else {
+                    p.surname.clone()
+                },
+                dob: p.dob.clone(),
+                sex: p.sex,
+            };
+            sets.push(set(&copy, key));
+        }
+        (ps, sets)
+    }
+
+    #[test]
+    fn links_a_typo_after_settling_and_new_nodes_at_once() {
+        let key = skp_core::LinkageKey::from_bytes(&[3; 32]);
+        let (_, sets) = two_agencies(&key);
+        let mut l = fuzzy_linker();
+        for (i, s) in sets.iter().enumerate().take(1100) {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        // Before settling: nothing is linked (no exact tokens were given).
+        assert!(!l.same_cluster(PersonNode::new(1, 0), PersonNode::new(601, 0)));
+        l.settle();
+        assert!(l.fuzzy_model().is_some());
+        // A typo'd surname (record 601 is person 0 with a typo) and an exact copy both link.
+        assert!(l.same_cluster(PersonNode::new(1, 0), PersonNode::new(601, 0)));
+        assert!(l.same_cluster(PersonNode::new(200, 0), PersonNode::new(800, 0)));
+        // Incremental: once the model exists, a new node links as it is added.
+        let n = PersonNode::new(1101, 0);
+        l.add_with(n, &[], Some(&sets[1100])).expect("add");
+        assert!(l.same_cluster(PersonNode::new(501, 0), n));
+        let c = l.fuzzy_counts().expect("fuzzy");
+        assert_eq!(c.nodes, 1101);
+        assert!(c.unions >= 500, "{c:?}");
+        assert!(!l.wants_rebuild());
+        // Different people stay apart: no cluster holds more than the person's two records.
+        let mut sizes: HashMap<ClusterId, usize> = HashMap::new();
+        for i in 0..1101u64 {
+            *sizes
+                .entry(l.cluster(PersonNode::new(i + 1, 0)).expect("node"))
+                .or_default() += 1;
+        }
+        assert!(sizes.values().all(|n| *n <= 2), "an over-merged cluster");
+    }
+
+    #[test]
+    fn an_exact_only_linker_ignores_fuzzy_tokens() {
+        let key = skp_core::LinkageKey::from_bytes(&[3; 32]);
+        let (_, sets) = two_agencies(&key);
+        let mut l = Linker::new(KindSet::of(&[TokenKind::Demo]));
+        for (i, s) in sets.iter().enumerate() {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        l.settle();
+        assert!(l.fuzzy_counts().is_none() && l.fuzzy_model().is_none());
+        assert!(!l.same_cluster(PersonNode::new(200, 0), PersonNode::new(800, 0)));
+    }
+
+    #[test]
+    fn two_roles_of_one_record_never_become_one_person() {
+        let key = skp_core::LinkageKey::from_bytes(&[3; 32]);
+        let (ps, sets) = two_agencies(&key);
+        let mut l = fuzzy_linker();
+        // Record 1 has two roles: person 0 and a near-copy of them (a family member with the
+        // same name and date of birth, as a victim and a suspect of one crime).
+        let twin = set(
+            &Person {
+                forename: ps[0].forename.clone(),
+                surname: ps[0].surname.clone(),
+                dob: ps[0].dob.clone(),
+                sex: ps[0].sex,
+            },
+            &key,
+        );
+        l.add_with(PersonNode::new(1, 0), &[], Some(&sets[0]))
+            .expect("add");
+        l.add_with(PersonNode::new(1, 1), &[], Some(&twin))
+            .expect("add");
+        for (i, s) in sets.iter().enumerate().skip(1) {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        l.settle();
+        assert!(!l.same_cluster(PersonNode::new(1, 0), PersonNode::new(1, 1)));
+        // Person 0's other record joined one of them, not both.
+        let other = PersonNode::new(601, 0);
+        assert!(
+            l.same_cluster(PersonNode::new(1, 0), other)
+                ^ l.same_cluster(PersonNode::new(1, 1), other)
+        );
+        assert!(l.fuzzy_counts().expect("fuzzy").refused_same_record >= 1);
+    }
+
+    #[test]
+    fn a_store_that_doubles_asks_for_a_rebuild() {
+        let key = skp_core::LinkageKey::from_bytes(&[3; 32]);
+        let (_, sets) = two_agencies(&key);
+        let mut l = fuzzy_linker();
+        for (i, s) in sets.iter().enumerate().take(500) {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        l.settle();
+        assert!(!l.wants_rebuild());
+        for (i, s) in sets.iter().enumerate().skip(500) {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        l.settle();
+        assert!(l.wants_rebuild(), "1,200 nodes on a model of 500");
+    }
+
+    #[test]
+    fn clusters_do_not_depend_on_the_key() {
+        let partition = |k: u8| {
+            let key = skp_core::LinkageKey::from_bytes(&[k; 32]);
+            let (_, sets) = two_agencies(&key);
+            let mut l = fuzzy_linker();
+            for (i, s) in sets.iter().enumerate() {
+                l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                    .expect("add");
+            }
+            l.settle();
+            (1..=sets.len() as u64)
+                .map(|i| l.cluster(PersonNode::new(i, 0)).expect("node"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(partition(1), partition(2));
+    }
+}

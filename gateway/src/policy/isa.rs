@@ -244,8 +244,10 @@ pub struct FuzzyLinkage {
     pub threshold: f64,
 }
 
-/// The match weight fuzzy linkage uses when an agreement does not set one.
-pub const DEFAULT_FUZZY_THRESHOLD: f64 = 10.0;
+/// The match weight fuzzy linkage uses when an agreement does not set one: the matcher's
+/// measured default (`skp_core::fuzzy::link::MatchSettings::default().threshold`; a test
+/// keeps the two equal).
+pub const DEFAULT_FUZZY_THRESHOLD: f64 = 4.0;
 
 /// The range of thresholds an agreement may set.
 pub const FUZZY_THRESHOLD_RANGE: std::ops::RangeInclusive<f64> = 0.0..=60.0;

@@ -881,6 +881,14 @@ fn person_ids_need_records_and_linkage() {
 }
 
 #[test]
+fn the_default_fuzzy_threshold_is_the_matchers() {
+    assert_eq!(
+        crate::policy::isa::DEFAULT_FUZZY_THRESHOLD,
+        skp_core::fuzzy::link::MatchSettings::default().threshold
+    );
+}
+
+#[test]
 fn fuzzy_linkage_takes_a_threshold_needs_demo_and_refuses_a_bad_one() {
     let ok = loads(&persons_isa(
         "output = \"records\"\nlinkage = [\"pnc\", \"demo\"]\nfuzzy = { threshold = 12.5 }\n",

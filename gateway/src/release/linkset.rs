@@ -16,9 +16,11 @@
 use crate::linkage::{ClusterId, KindSet, LinkageError, Linker, PersonNode, TokenKind};
 use crate::policy::apply::ReleasePlan;
 use crate::policy::isa::{Condition, Purpose};
-use crate::store::{RecordView, Store, StoreError, Want};
+use crate::store::{PersonView, RecordView, Store, StoreError, Want};
 use serde::{Deserialize, Serialize};
 use skp_core::Catalog;
+use skp_core::fuzzy::TokenSet;
+use skp_core::fuzzy::link::MatchSettings;
 use skp_core::token::Token;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,13 +40,52 @@ pub struct LinkScope {
     pub filter: Vec<Condition>,
 }
 
-/// Which linker: the kinds it links on and, per dataset (sorted by name), what it links.
+/// Which linker: the kinds it links on, whether it also links fuzzily and, per dataset (sorted
+/// by name), what it links.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LinkKey {
     /// Token kinds linked on.
     pub kinds: KindSet,
     /// Per dataset, sorted by dataset name, one each.
     pub scope: Vec<LinkScope>,
+    /// Fuzzy demographic linkage, if the purpose uses it.
+    pub fuzzy: Option<FuzzyParams>,
+}
+
+/// The fuzzy linkage of a [`LinkKey`]: its match threshold (kept as bits, so keys hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FuzzyParams {
+    threshold_bits: u64,
+}
+
+impl FuzzyParams {
+    /// Fuzzy linkage at a match-weight threshold.
+    pub fn new(threshold: f64) -> Self {
+        Self {
+            threshold_bits: threshold.to_bits(),
+        }
+    }
+
+    /// The match-weight threshold.
+    pub fn threshold(self) -> f64 {
+        f64::from_bits(self.threshold_bits)
+    }
+
+    /// The matcher settings: the measured defaults with this threshold.
+    pub fn settings(self) -> MatchSettings {
+        MatchSettings {
+            threshold: self.threshold(),
+            ..MatchSettings::default()
+        }
+    }
+}
+
+/// An empty linker for `key`: fuzzy if the key says so.
+fn new_linker(key: &LinkKey) -> Linker {
+    match key.fuzzy {
+        Some(f) => Linker::with_fuzzy(key.kinds, f.settings()),
+        None => Linker::new(key.kinds),
+    }
 }
 
 impl LinkKey {
@@ -72,7 +113,17 @@ impl LinkKey {
         }
         scope.sort_by(|a, b| a.dataset.cmp(&b.dataset));
         scope.dedup_by(|a, b| a.dataset == b.dataset);
-        Self { kinds, scope }
+        Self {
+            kinds,
+            scope,
+            fuzzy: None,
+        }
+    }
+
+    /// The same key, linking fuzzily at `threshold` too (or not, with `None`).
+    pub fn with_fuzzy(mut self, threshold: Option<f64>) -> Self {
+        self.fuzzy = threshold.map(FuzzyParams::new);
+        self
     }
 
     /// What a purpose is granted: its `linkage` kinds; per dataset, its `persons` roles and its
@@ -86,7 +137,8 @@ impl LinkKey {
                 roles: Some(rule.persons.clone()),
                 filter: rule.filter.clone(),
             }),
-        ))
+        )
+        .with_fuzzy(purpose.fuzzy.map(|f| f.threshold)))
     }
 
     /// The datasets linked.
@@ -102,6 +154,8 @@ struct Compiled<'k> {
     /// catalog, so no record of it is linked).
     plans: Vec<(&'k LinkScope, Option<ReleasePlan>)>,
     mask: Vec<bool>,
+    /// Whether to read the roles' fuzzy tokens.
+    fuzzy: bool,
 }
 
 impl<'k> Compiled<'k> {
@@ -130,6 +184,7 @@ impl<'k> Compiled<'k> {
             names: key.datasets().collect(),
             plans,
             mask,
+            fuzzy: key.fuzzy.is_some(),
         }
     }
 
@@ -149,6 +204,9 @@ pub struct LinkState {
     synced: u64,
     removals: u64,
     built: bool,
+    /// Times the linker was rebuilt from the store (after a withdrawal or replacement, or to
+    /// fit the fuzzy model again).
+    pub rebuilds: u64,
 }
 
 /// Failures of keeping a linker in step with the store.
@@ -216,10 +274,11 @@ impl LinkSet {
                     sets.remove(&oldest);
                 }
                 let st = Arc::new(Mutex::new(LinkState {
-                    linker: Linker::new(key.kinds),
+                    linker: new_linker(key),
                     synced: 0,
                     removals: 0,
                     built: false,
+                    rebuilds: 0,
                 }));
                 sets.insert(key.clone(), (now, st.clone()));
                 st
@@ -259,17 +318,40 @@ impl LockedLinker {
                 kinds = ?key.kinds,
                 "records were replaced or withdrawn: rebuilding a linker"
             );
-            st.linker = Linker::new(key.kinds);
+            st.linker = new_linker(key);
             st.synced = 0;
+            st.rebuilds += 1;
         }
         let compiled = Compiled::new(key, catalog);
+        Self::pass(&mut st, store, &compiled)?;
+        if st.linker.wants_rebuild() {
+            // The store has doubled since the fuzzy model was fitted: fit it again on all of it.
+            tracing::info!(
+                kinds = ?key.kinds,
+                nodes = st.linker.len(),
+                "the store has doubled since the fuzzy linkage model was estimated: rebuilding a linker"
+            );
+            st.linker = new_linker(key);
+            st.synced = 0;
+            st.rebuilds += 1;
+            Self::pass(&mut st, store, &compiled)?;
+        }
+        Ok(())
+    }
+
+    /// Links the records stored since the linker's last pass, then settles fuzzy linkage.
+    fn pass(
+        st: &mut LinkState,
+        store: &Store,
+        compiled: &Compiled<'_>,
+    ) -> Result<(), LinkSetError> {
         let snap = store.snapshot(&compiled.names, st.synced)?;
         let linker = &mut st.linker;
         // One thread reads and picks out the tokens, this one links: union-find is sequential,
         // the reading is most of the work.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
         let read = std::thread::scope(|scope| {
-            let reader = scope.spawn(|| read_tokens(store, &snap, &compiled, tx));
+            let reader = scope.spawn(|| read_tokens(store, &snap, compiled, tx));
             let mut linked = Ok(());
             for chunk in rx {
                 if linked.is_ok() {
@@ -284,6 +366,7 @@ impl LockedLinker {
             linked.and(read)
         });
         read?;
+        linker.settle();
         st.synced = st.synced.max(snap.last_seq());
         st.removals = snap.removals();
         st.built = true;
@@ -298,6 +381,8 @@ struct Chunk {
     /// End of each node's tokens in `tokens`.
     ends: Vec<u32>,
     tokens: Vec<(TokenKind, Token)>,
+    /// Fuzzy tokens: (index in `nodes`, tokens), ascending by index.
+    fuzzy: Vec<(u32, TokenSet)>,
 }
 
 /// Records a chunk holds.
@@ -306,9 +391,11 @@ const CHUNK_NODES: usize = 8192;
 impl Chunk {
     fn link(&self, linker: &mut Linker) -> Result<(), LinkSetError> {
         let mut start = 0usize;
-        for (node, end) in self.nodes.iter().zip(&self.ends) {
+        let mut fuzzy = self.fuzzy.iter().peekable();
+        for (i, (node, end)) in self.nodes.iter().zip(&self.ends).enumerate() {
             let end = *end as usize;
-            match linker.add(*node, &self.tokens[start..end]) {
+            let set = fuzzy.next_if(|(at, _)| *at as usize == i).map(|(_, s)| s);
+            match linker.add_with(*node, &self.tokens[start..end], set) {
                 Ok(_) | Err(LinkageError::DuplicateNode { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -349,6 +436,11 @@ fn read_tokens(
                     chunk.tokens.push((kind, tok));
                 }
             }
+            if compiled.fuzzy
+                && let Some(set) = fuzzy_tokens(p)
+            {
+                chunk.fuzzy.push((chunk.nodes.len() as u32, set));
+            }
             chunk.nodes.push(PersonNode::new(seq, i as u32));
             chunk.ends.push(chunk.tokens.len() as u32);
         }
@@ -362,6 +454,16 @@ fn read_tokens(
         let _ = tx.send(chunk);
     }
     Ok(())
+}
+
+/// A stored role's fuzzy tokens, if it has them in the version this gateway reads (ingest
+/// refuses other versions and malformed sets, so this only skips what an older store holds).
+fn fuzzy_tokens(p: &PersonView<'_>) -> Option<TokenSet> {
+    let (version, present, bytes) = p.fuzzy()?;
+    if version != skp_core::fuzzy::FUZZY_VERSION {
+        return None;
+    }
+    TokenSet::from_wire(present, bytes).ok()
 }
 
 /// Adds the person roles named in `roles` (every role if `None`) of a stored record to
@@ -384,7 +486,12 @@ pub fn add_record(
             }
         }
         let node = PersonNode::new(seq, i as u32);
-        match linker.add(node, scratch) {
+        let set = if linker.is_fuzzy() {
+            fuzzy_tokens(p)
+        } else {
+            None
+        };
+        match linker.add_with(node, scratch, set.as_ref()) {
             Ok(_) | Err(LinkageError::DuplicateNode { .. }) => {}
             Err(e) => return Err(e.into()),
         }

@@ -637,7 +637,23 @@ impl Releaser {
             },
             created: created.clone(),
             linkage: Some(manifest::Linkage {
-                method: "exact".into(),
+                method: if link_key.fuzzy.is_some() {
+                    "fuzzy"
+                } else {
+                    "exact"
+                }
+                .into(),
+                threshold: link_key.fuzzy.map(|f| f.threshold()),
+                measured_quality: crate::linkage::quality::measured(
+                    link_key.kinds,
+                    link_key.fuzzy.map(|f| f.threshold()),
+                )
+                .map(|(precision, recall, f1)| manifest::MeasuredQuality {
+                    precision,
+                    recall,
+                    f1,
+                    measured_on: crate::linkage::quality::MEASURED_ON.into(),
+                }),
                 kinds: link_key
                     .kinds
                     .iter()
@@ -685,6 +701,7 @@ impl Releaser {
                 .map(|k| k.as_str().to_owned())
                 .collect(),
             link_scope: link_key.scope.clone(),
+            link_fuzzy: link_key.fuzzy.map(|f| f.threshold()),
         };
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         if rows > self.max_rows {

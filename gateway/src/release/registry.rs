@@ -32,7 +32,7 @@ const PERSONS_EXT: &str = "persons";
 const ENTRY_EXT: &str = "entry";
 
 /// What a release was, as the registry keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseHeader {
     /// Release id (32 hex).
@@ -53,6 +53,9 @@ pub struct ReleaseHeader {
     pub link_kinds: Vec<String>,
     /// Per dataset: the roles and rows it linked.
     pub link_scope: Vec<LinkScope>,
+    /// The fuzzy match threshold, if the purpose also linked fuzzily.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_fuzzy: Option<f64>,
 }
 
 impl ReleaseHeader {
@@ -64,6 +67,7 @@ impl ReleaseHeader {
             .filter_map(|k| TokenKind::parse(k))
             .collect();
         LinkKey::of_scope(KindSet::of(&kinds), self.link_scope.iter().cloned())
+            .with_fuzzy(self.link_fuzzy)
     }
 }
 
@@ -337,6 +341,7 @@ mod tests {
             datasets: vec!["police_crime".into()],
             link_kinds: Vec::new(),
             link_scope: Vec::new(),
+            link_fuzzy: None,
         }
     }
 
