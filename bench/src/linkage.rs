@@ -30,32 +30,50 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+/// The default fuzzy match threshold (an agreement's default).
+pub const DEFAULT_THRESHOLD: f64 = gateway::policy::isa::DEFAULT_FUZZY_THRESHOLD;
+
 /// Agencies, in the order of the tables.
 const AGENCIES: usize = KINGSTON_AGENCIES.len();
 
-/// The token-kind sets measured: every person kind the catalog has (the DHR purpose's set), the
-/// Serious Violence purpose's set, and names and date of birth alone.
-const KIND_SETS: [(&str, &[TokenKind]); 3] = [
+/// The configurations measured: every person kind the catalog has (the DHR purpose's set), the
+/// Serious Violence purpose's set, and names and date of birth alone, each exact only and then
+/// with fuzzy demographic linkage (at the `--threshold` match weight) beside the exact kinds.
+const KIND_SETS: [(&str, &[TokenKind], bool); 6] = [
     (
         "nhs+pnc+demo",
         &[TokenKind::Nhs, TokenKind::Pnc, TokenKind::Demo],
+        false,
     ),
-    ("pnc+demo", &[TokenKind::Pnc, TokenKind::Demo]),
-    ("demo", &[TokenKind::Demo]),
+    ("pnc+demo", &[TokenKind::Pnc, TokenKind::Demo], false),
+    ("demo", &[TokenKind::Demo], false),
+    (
+        "nhs+pnc+demo fuzzy",
+        &[TokenKind::Nhs, TokenKind::Pnc, TokenKind::Demo],
+        true,
+    ),
+    ("pnc+demo fuzzy", &[TokenKind::Pnc, TokenKind::Demo], true),
+    ("demo fuzzy", &[TokenKind::Demo], true),
 ];
 
 /// Records per batch, as `agent push` sends them by default.
 const BATCH: usize = 1000;
 
 /// Runs the benchmark and prints the tables and a JSON report.
-pub fn run(persons: usize, seed: u64, rows: Option<usize>) -> Result<()> {
+pub fn run(
+    persons: usize,
+    seed: u64,
+    rows: Option<usize>,
+    threshold: f64,
+    incremental: usize,
+) -> Result<()> {
     if persons == 0 || persons > agent::synth::MAX_PERSONS {
         bail!(
             "--persons {persons}: give between 1 and {} (the NHS 999 test range)",
             agent::synth::MAX_PERSONS
         );
     }
-    let report = measure(persons, seed, rows)?;
+    let report = measure(persons, seed, rows, threshold, incremental)?;
     report.print();
     println!("{}", report.json());
     Ok(())
@@ -140,6 +158,32 @@ pub struct Report {
     pub scores: Vec<Scores>,
     /// Seconds spent generating, pushing and storing (not timed otherwise).
     pub setup_secs: f64,
+    /// The incremental linkage measurement, if records were held back.
+    pub incremental: Option<Incremental>,
+}
+
+/// The dataset whose last records are held back for the incremental measurement.
+const INCREMENTAL_DATASET: &str = "police_crime";
+
+/// A batch added to a store a fuzzy linker was built on.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// Dataset of the batch.
+    pub dataset: String,
+    /// Records in the batch.
+    pub records: u64,
+    /// Person nodes linked before and after.
+    pub nodes_before: u64,
+    /// After.
+    pub nodes_after: u64,
+    /// Seconds to build the linker on the store without the batch (model estimation included).
+    pub full_secs: f64,
+    /// Seconds to bring it up to date after the batch.
+    pub incremental_secs: f64,
+    /// Rebuilds of the linker meanwhile (0: no relink).
+    pub rebuilds: u64,
+    /// Person nodes whose cluster differs from a linker built on the whole store at once.
+    pub differing_nodes: u64,
 }
 
 /// A scored node: its record, role index, true person and agency.
@@ -152,7 +196,13 @@ struct Node {
 }
 
 /// Generates, pushes, stores, links and scores.
-pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report> {
+pub fn measure(
+    persons: usize,
+    seed: u64,
+    rows: Option<usize>,
+    threshold: f64,
+    incremental: usize,
+) -> Result<Report> {
     let t0 = Instant::now();
     let scratch = tempfile::Builder::new()
         .prefix("skp-bench-linkage-")
@@ -174,6 +224,7 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
     // Push every export as the agent does; remember which source line each stored version is.
     let mut lines: HashMap<SourceKey, u64> = HashMap::new();
     let mut counts = Vec::new();
+    let mut held: Option<(Dataset, String, Vec<Record>, usize)> = None;
     let mut configs: HashMap<String, AgentConfig> = HashMap::new();
     for w in &written {
         let ds = catalog
@@ -201,6 +252,14 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
         };
         let mut gw = GatewayIngest::new(&catalog, &store, &owner)?;
         let mut batch = Vec::with_capacity(BATCH);
+        // The last `incremental` records of the incremental dataset are pushed after the
+        // first linker is built.
+        let hold = if w.dataset == INCREMENTAL_DATASET {
+            incremental
+        } else {
+            0
+        };
+        let mut queue: std::collections::VecDeque<Record> = std::collections::VecDeque::new();
         for row in source_rows {
             c.rows += 1;
             let rec = match row.map(|r| p.record(&r)) {
@@ -213,7 +272,12 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
             if let Some(k) = SourceKey::of(ds, &rec.record_key, &rec.content_hash) {
                 lines.entry(k).or_insert(rec.source_line);
             }
-            batch.push(rec);
+            queue.push_back(rec);
+            if queue.len() > hold
+                && let Some(rec) = queue.pop_front()
+            {
+                batch.push(rec);
+            }
             if batch.len() >= BATCH {
                 gw.push(&rt, ds, std::mem::take(&mut batch), &mut c)?;
             }
@@ -221,7 +285,45 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
         if !batch.is_empty() {
             gw.push(&rt, ds, batch, &mut c)?;
         }
+        if !queue.is_empty() {
+            held = Some((ds.clone(), owner.clone(), Vec::from(queue), counts.len()));
+        }
         counts.push(c);
+    }
+
+    // The datasets with person roles: what a purpose over every agency links.
+    let datasets: Vec<String> = catalog
+        .datasets()
+        .filter(|d| !d.roles.is_empty())
+        .map(|d| d.name.to_string())
+        .collect();
+    // Incremental linkage: a fuzzy linker built on the store without the held-back records,
+    // then brought up to date after they are pushed.
+    let fuzzy_key = LinkKey::new(KindSet::of(&[TokenKind::Demo]), datasets.iter().cloned())
+        .with_fuzzy(Some(threshold));
+    let mut incremental_report = None;
+    let kept = LinkSet::new(store.clone(), std::sync::Arc::new(catalog.clone()));
+    if let Some((ds, owner, records, at)) = held {
+        let t = Instant::now();
+        let before = kept.synced(&fuzzy_key)?.lock().linker.len();
+        let full_secs = t.elapsed().as_secs_f64();
+        let mut gw = GatewayIngest::new(&catalog, &store, &owner)?;
+        let n = records.len();
+        gw.push(&rt, &ds, records, &mut counts[at])?;
+        let t = Instant::now();
+        let locked = kept.synced(&fuzzy_key)?;
+        let incremental_secs = t.elapsed().as_secs_f64();
+        let st = locked.lock();
+        incremental_report = Some(Incremental {
+            dataset: ds.name.to_string(),
+            records: n as u64,
+            nodes_before: before as u64,
+            nodes_after: st.linker.len() as u64,
+            full_secs,
+            incremental_secs,
+            rebuilds: st.rebuilds,
+            differing_nodes: 0,
+        });
     }
 
     // Truth: (dataset, line) → (role, person).
@@ -300,16 +402,11 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
     })?;
     let setup_secs = t0.elapsed().as_secs_f64();
 
-    // The datasets with person roles: what a purpose over every agency links.
-    let datasets: Vec<String> = catalog
-        .datasets()
-        .filter(|d| !d.roles.is_empty())
-        .map(|d| d.name.to_string())
-        .collect();
     let mut scores = Vec::new();
-    for (name, kinds) in KIND_SETS {
+    for (name, kinds, fuzzy) in KIND_SETS {
         let set = LinkSet::new(store.clone(), std::sync::Arc::new(catalog.clone()));
-        let key = LinkKey::new(KindSet::of(kinds), datasets.iter().cloned());
+        let key = LinkKey::new(KindSet::of(kinds), datasets.iter().cloned())
+            .with_fuzzy(fuzzy.then_some(threshold));
         let t = Instant::now();
         let locked = set.synced(&key)?;
         let build_secs = t.elapsed().as_secs_f64();
@@ -326,6 +423,28 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
             let next = ids.len() as u32;
             clustered.push((*ids.entry(c).or_insert(next), *n));
         }
+        if key == fuzzy_key
+            && let Some(inc) = incremental_report.as_mut()
+        {
+            // The incrementally kept linker against this one built on the whole store.
+            let kept = kept.synced(&fuzzy_key)?;
+            let mut kept = kept.lock();
+            let mut pairs: HashMap<ClusterId, ClusterId> = HashMap::new();
+            let mut back: HashMap<ClusterId, ClusterId> = HashMap::new();
+            for n in &nodes {
+                let a = st.cluster(n.seq, n.role);
+                let b = kept.cluster(n.seq, n.role);
+                if let (Some(a), Some(b)) = (a, b) {
+                    let same =
+                        *pairs.entry(a).or_insert(b) == b && *back.entry(b).or_insert(a) == a;
+                    if !same {
+                        inc.differing_nodes += 1;
+                    }
+                } else {
+                    inc.differing_nodes += 1;
+                }
+            }
+        }
         scores.push(score(name, build_secs, &clustered));
     }
     Ok(Report {
@@ -337,6 +456,7 @@ pub fn measure(persons: usize, seed: u64, rows: Option<usize>) -> Result<Report>
         all_true_pairs,
         scores,
         setup_secs,
+        incremental: incremental_report,
     })
 }
 
@@ -592,6 +712,22 @@ impl Report {
                 total(&self.all_true_pairs),
             );
         }
+        if let Some(i) = &self.incremental {
+            println!(
+                "incremental (demo fuzzy): {} {} records added to a store of {} person nodes linked in {:.3} s (model estimated); brought up to date in {:.3} s ({} nodes), {} rebuilds, {} nodes clustered differently from a linker built on the whole store at once",
+                thousands(i.records as f64),
+                i.dataset,
+                thousands(i.nodes_before as f64),
+                i.full_secs,
+                i.incremental_secs,
+                thousands(i.nodes_after as f64),
+                i.rebuilds,
+                i.differing_nodes
+            );
+        }
+        if let Ok(k) = crate::procfs::peak_rss_kib(std::process::id()) {
+            println!("peak RSS {} MiB", k / 1024);
+        }
         println!(
             "pairs are of person roles of live stored records (nodes); persons / clusters per pair: true persons / clusters with nodes in both agencies (or 2+ nodes in one); e2e recall: correct pairs / true pairs over every truth role of the datasets with person roles, counting roles that never reached the linker (rows the agent refused, roles with no token: no name or date of birth)"
         );
@@ -675,6 +811,17 @@ impl Report {
             "datasets": datasets,
             "unmatched_nodes": self.unmatched_nodes,
             "kind_sets": scores,
+            "incremental": self.incremental.as_ref().map(|i| serde_json::json!({
+                "dataset": i.dataset,
+                "records": i.records,
+                "nodes_before": i.nodes_before,
+                "nodes_after": i.nodes_after,
+                "full_build_secs": i.full_secs,
+                "incremental_secs": i.incremental_secs,
+                "rebuilds": i.rebuilds,
+                "differing_nodes": i.differing_nodes,
+            })),
+            "peak_rss_mib": crate::procfs::peak_rss_kib(std::process::id()).ok().map(|k| k / 1024),
         })
     }
 }
@@ -820,7 +967,7 @@ mod tests {
 
     #[test]
     fn small_population_links_and_scores_every_stored_role() -> Result<()> {
-        let report = measure(300, 3, Some(150))?;
+        let report = measure(300, 3, Some(150), DEFAULT_THRESHOLD, 20)?;
         assert_eq!(
             report.unmatched_nodes, 0,
             "every stored role has a truth row"
@@ -850,6 +997,9 @@ mod tests {
         let all = report.scores[0].overall();
         let demo = report.scores[2].overall();
         assert!(demo.1 <= all.1 && demo.2 <= all.2);
+        // Fuzzy linkage finds at least the correct pairs exact demo linkage finds, and more.
+        let fuzzy = report.scores[5].overall();
+        assert!(fuzzy.2 > demo.2, "fuzzy {fuzzy:?}, exact {demo:?}");
         let json = report.json();
         assert_eq!(
             json["kind_sets"][0]["agency_pairs"]

@@ -4,7 +4,9 @@
 //! and `bench extract` measure policy decisions, the audit log and linked extracts, each beside
 //! its limit in the same run; `bench linkage` scores the gateway's exact linkage against the
 //! synthetic data's hidden truth; `bench load` runs concurrent agents and analysts against a
-//! real gateway for a bounded time and reports latencies, errors and memory.
+//! real gateway for a bounded time and reports latencies, errors and memory; `bench pair`
+//! writes two agencies' person files from one synthetic population for comparing fuzzy linkers
+//! (`scripts/linkage-compare.sh`).
 //!
 //! Build both binaries in the same profile first: `cargo build --release -p gateway -p bench`,
 //! then `./target/release/bench ingest --records 200000`.
@@ -16,6 +18,7 @@ mod extract;
 mod ingest;
 mod linkage;
 mod load;
+mod pair;
 mod policy;
 mod procfs;
 mod workload;
@@ -110,6 +113,30 @@ enum Command {
         /// Rows per dataset (default: realistic volumes for the population over one year).
         #[arg(long)]
         rows: Option<usize>,
+        /// Match-weight threshold of the fuzzy configurations.
+        #[arg(long, default_value_t = linkage::DEFAULT_THRESHOLD)]
+        threshold: f64,
+        /// Records of police_crime pushed only after a fuzzy linker is built, to time bringing
+        /// it up to date (0: skip).
+        #[arg(long, default_value_t = 1000)]
+        incremental: usize,
+    },
+    /// Two agencies' person files (police `a.csv`, council `b.csv`) from one synthetic
+    /// population through the agent's identifier-error model, with the hidden `true_id`, for
+    /// comparing fuzzy linkers (`scripts/linkage-compare.sh`). Prints counts, never rows.
+    Pair {
+        /// Directory to write `a.csv` and `b.csv` into (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Rows in each file.
+        #[arg(long, default_value_t = 5000)]
+        persons: usize,
+        /// Share of each file's people who are also in the other file (0 to 1).
+        #[arg(long, default_value_t = 0.5)]
+        overlap: f64,
+        /// Random seed of the population and the recording errors.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Load test: concurrent agents streaming ingest batches and analysts extracting against a
     /// real gateway over loopback mutual TLS, bounded in time and calls; p50/p90/p99 latency per
@@ -180,7 +207,15 @@ fn main() -> std::process::ExitCode {
             persons,
             seed,
             rows,
-        } => linkage::run(persons, seed, rows),
+            threshold,
+            incremental,
+        } => linkage::run(persons, seed, rows, threshold, incremental),
+        Command::Pair {
+            out,
+            persons,
+            overlap,
+            seed,
+        } => pair::run(&out, persons, overlap, seed),
         Command::Audit {
             appends,
             verify_entries,

@@ -30,7 +30,7 @@ mod world;
 mod writer;
 
 pub use config::{DEFAULT_VOLUMES, ErrorRates, EventRates, Shape, SynthConfig, Volume};
-pub use geography::{Lsoa, lsoas};
+pub use geography::{Lsoa, lsoas, postcode};
 pub use population::{
     AGE_BANDS, CSC_KNOWN, DA_PERPETRATOR, DA_VICTIM, ETHNICITIES, Ethnicity, Person,
     REFERENCE_DATE, Traits, VULNERABLE, age, population,
