@@ -25,8 +25,10 @@
 //! - with fuzzy linkage, each person's differently recorded mentions carry ONE person id, also
 //!   across agencies; with exact linkage only, they carry different ids (identical recordings
 //!   carry one id in both);
-//! - the look-alike people get different ids in every release, and fuzzy linkage never gives
-//!   the victim and the suspect of one crime one id, at either threshold;
+//! - the look-alike people get different ids in the exact release and at threshold 11 (the
+//!   default, 4, is lower and joins the look-alikes scoring between 4 and 11: the recall it buys,
+//!   so they are not asserted there), and fuzzy linkage never gives the victim and the suspect
+//!   of one crime one id, at either threshold;
 //! - each manifest says `method` "exact" without a threshold or "fuzzy" with the purpose's
 //!   threshold (the default's when omitted), and quotes `measured_quality` exactly when the
 //!   gateway's table of measured settings has the purpose's
