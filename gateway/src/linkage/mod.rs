@@ -10,7 +10,7 @@
 //!   role to each as batches are stored, and rebuilds one from the store when records are
 //!   withdrawn (union-find cannot split a cluster). A linker made with
 //!   [`Linker::with_fuzzy`] also joins roles whose agents' fuzzy tokens score above the
-//!   purpose's threshold ([`fuzzy`](self::fuzzy) module docs), never two roles of one record.
+//!   purpose's threshold (see `fuzzy.rs`), never two roles of one record.
 //! - [`ReleaseKeys`]: re-keys a cluster to the person id a release shows, with a key derived
 //!   from the gateway release key `K_release` per agreement and purpose (design, trust
 //!   boundary 3), so two purposes' files cannot be joined and a leaked file's ids can be
