@@ -156,11 +156,6 @@ impl Linker {
             .map(|m| m.model().summary())
     }
 
-    /// The fuzzy match threshold (`None` for an exact-only linker).
-    pub fn fuzzy_threshold(&self) -> Option<f64> {
-        self.fuzzy.as_ref().map(|f| f.settings.threshold)
-    }
-
     pub(super) fn fuzzy_heap_bytes(&self) -> usize {
         self.fuzzy.as_ref().map_or(0, |f| f.heap_bytes()) + self.next.capacity() * 4
     }
@@ -240,11 +235,7 @@ impl Linker {
             }
             return out;
         }
-        if self.order.len() != self.nodes.len() {
-            self.order = (0..self.nodes.len() as u32).collect();
-            let nodes = &self.nodes;
-            self.order.sort_unstable_by_key(|s| nodes[*s as usize]);
-        }
+        self.ensure_order();
         let nodes = &self.nodes;
         let first = self
             .order

@@ -456,7 +456,14 @@ impl Linker {
         for slot in 0..self.nodes.len() as u32 {
             self.find(slot);
         }
-        if !self.ascending && self.order.len() != self.nodes.len() {
+        if !self.ascending {
+            self.ensure_order();
+        }
+    }
+
+    /// Builds `order` (slots sorted by node) unless it is up to date.
+    fn ensure_order(&mut self) {
+        if self.order.len() != self.nodes.len() {
             self.order = (0..self.nodes.len() as u32).collect();
             let nodes = &self.nodes;
             self.order.sort_unstable_by_key(|s| nodes[*s as usize]);
@@ -528,11 +535,7 @@ impl Linker {
         if self.ascending {
             return self.nodes.binary_search(&node).ok().map(|i| i as u32);
         }
-        if self.order.len() != self.nodes.len() {
-            self.order = (0..self.nodes.len() as u32).collect();
-            let nodes = &self.nodes;
-            self.order.sort_unstable_by_key(|s| nodes[*s as usize]);
-        }
+        self.ensure_order();
         let nodes = &self.nodes;
         self.order
             .binary_search_by_key(&node, |s| nodes[*s as usize])
