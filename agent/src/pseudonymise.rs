@@ -29,15 +29,27 @@ pub struct Pseudonymiser<'a> {
     dataset: &'a Dataset,
     mapping: &'a Mapping,
     key: &'a LinkageKey,
+    /// The fields of the roles' `demo` recipes: the only ones whose values as given the fuzzy
+    /// tokens need.
+    fuzzy_fields: Vec<&'a str>,
 }
 
 impl<'a> Pseudonymiser<'a> {
     /// A pseudonymiser for a dataset, its source mapping and the linkage key.
     pub fn new(dataset: &'a Dataset, mapping: &'a Mapping, key: &'a LinkageKey) -> Self {
+        let fuzzy_fields = dataset
+            .roles
+            .iter()
+            .flat_map(|r| &r.tokens)
+            .filter(|t| t.kind == "demo")
+            .flat_map(|t| &t.fields)
+            .map(|f| f.as_str())
+            .collect();
         Self {
             dataset,
             mapping,
             key,
+            fuzzy_fields,
         }
     }
 
@@ -72,8 +84,9 @@ impl<'a> Pseudonymiser<'a> {
     /// Pseudonymises one row.
     pub fn record(&self, row: &Row) -> Result<Record, RowProblem> {
         let mut normalised: HashMap<&str, String> = HashMap::new();
-        // Checked values as given (after the mapping's code translation), for the fuzzy tokens,
-        // which need the words and spelling that exact normalisation folds away.
+        // Checked values of the demo recipes' fields as given (after the mapping's code
+        // translation), for the fuzzy tokens, which need the words and spelling that exact
+        // normalisation folds away.
         let mut checked: HashMap<&str, &str> = HashMap::new();
         let mut values = Vec::new();
         for field in &self.dataset.fields {
@@ -93,7 +106,9 @@ impl<'a> Pseudonymiser<'a> {
                 None => None,
                 Some(r) => {
                     let v = normalise_value(field, r).map_err(problem)?;
-                    checked.insert(field.name.as_str(), r);
+                    if self.fuzzy_fields.contains(&field.name.as_str()) {
+                        checked.insert(field.name.as_str(), r);
+                    }
                     Some(v)
                 }
             };
