@@ -864,38 +864,12 @@ fn config_with_fuzzy_purposes(pki: &Pki) -> Result<(PathBuf, BTreeSet<String>)> 
     );
     std::fs::write(&path, &edited).with_context(|| format!("cannot write {}", path.display()))?;
 
-    let sv_codes = police_filter_codes(&edited)?;
+    let sv_codes = e2e::police_filter_codes(&edited, FUZZY).context("the edited sv-sna.toml")?;
     let mut cfg = std::fs::read_to_string(pki.gateway_config())?;
     cfg.push_str("\n[policy]\ndir = \"agreements\"\n");
     let config = pki.path().join("gateway-fuzzy.toml");
     std::fs::write(&config, cfg)?;
     Ok((config, sv_codes))
-}
-
-/// The offence codes of the police filter of the purpose [`FUZZY`].
-fn police_filter_codes(agreement: &str) -> Result<BTreeSet<String>> {
-    let v: toml::Value = toml::from_str(agreement).context("the edited sv-sna.toml")?;
-    let purpose = v
-        .get("purpose")
-        .and_then(|p| p.as_array())
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p.get("id").and_then(|i| i.as_str()) == Some(FUZZY))
-        })
-        .with_context(|| format!("the edited sv-sna.toml has no purpose {FUZZY}"))?;
-    let codes = purpose
-        .get("datasets")
-        .and_then(|d| d.get("police_crime"))
-        .and_then(|d| d.get("filter"))
-        .and_then(|f| f.as_array())
-        .and_then(|f| f.first())
-        .and_then(|c| c.get("in"))
-        .and_then(|c| c.as_array())
-        .context("the police_crime filter of the SV purpose is not `[{ field, in = [...] }]`")?;
-    Ok(codes
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_owned))
-        .collect())
 }
 
 /// Per fixture check, the match weight and comparison levels of its pair under a model

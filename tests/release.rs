@@ -721,28 +721,8 @@ fn cli_flip_fails(pki: &Pki, dir: &Path, name: &str, pos: usize) -> Result<()> {
 /// The SV agreement's row filter on police_crime: the offence codes it admits.
 fn sv_offence_codes() -> Result<BTreeSet<String>> {
     let path = workspace_root().join("policies/agreements/sv-sna.toml");
-    let doc: toml::Value = toml::from_str(&std::fs::read_to_string(&path)?)?;
-    let purpose = doc
-        .get("purpose")
-        .and_then(|p| p.as_array())
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p.get("id").and_then(|i| i.as_str()) == Some(SV_PURPOSE))
-        })
-        .context("no serious-violence-sna purpose in sv-sna.toml")?;
-    let codes = purpose
-        .get("datasets")
-        .and_then(|d| d.get("police_crime"))
-        .and_then(|d| d.get("filter"))
-        .and_then(|f| f.as_array())
-        .and_then(|f| f.first())
-        .and_then(|c| c.get("in"))
-        .and_then(|c| c.as_array())
-        .context("no police_crime filter in sv-sna.toml")?;
-    Ok(codes
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_owned))
-        .collect())
+    e2e::police_filter_codes(&std::fs::read_to_string(&path)?, SV_PURPOSE)
+        .with_context(|| path.display().to_string())
 }
 
 /// Whether a raw police_crime row passes the REOFF filter (`suspect_age >= 10`).

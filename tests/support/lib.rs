@@ -792,3 +792,37 @@ pub fn run_audit_person(config: &str, gw: &GatewayProc, tokens: &[String]) -> Re
         &tokens.join(","),
     ])
 }
+
+/// The offence codes (`in = [...]`) of the first `police_crime` row filter of `purpose` in the
+/// text of an agreement file.
+pub fn police_filter_codes(
+    agreement: &str,
+    purpose: &str,
+) -> Result<std::collections::BTreeSet<String>> {
+    let doc: toml::Value = toml::from_str(agreement).context("the agreement is not TOML")?;
+    let p = doc
+        .get("purpose")
+        .and_then(|p| p.as_array())
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p.get("id").and_then(|i| i.as_str()) == Some(purpose))
+        })
+        .with_context(|| format!("the agreement has no purpose {purpose}"))?;
+    let codes = p
+        .get("datasets")
+        .and_then(|d| d.get("police_crime"))
+        .and_then(|d| d.get("filter"))
+        .and_then(|f| f.as_array())
+        .and_then(|f| f.first())
+        .and_then(|c| c.get("in"))
+        .and_then(|c| c.as_array())
+        .with_context(|| {
+            format!(
+                "the police_crime filter of purpose {purpose} is not `[{{ field, in = [...] }}]`"
+            )
+        })?;
+    Ok(codes
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect())
+}
