@@ -391,16 +391,7 @@ async fn c07_an_audit_entry_edited_on_disk_is_named_by_verify_and_refuses_restar
     // with the pinned key at once; the offline `gateway audit verify` of the written file says
     // the same. Both name the altered entry and fail.
     let out = pki.path().join("after.txt");
-    let o = run_gateway(&[
-        "audit",
-        "export",
-        "--config",
-        &pki.auditor_config(),
-        "--gateway",
-        &gw.url(),
-        "--out",
-        &out.display().to_string(),
-    ])?;
+    let o = e2e::export_audit_output(&pki, &gw, &out)?;
     let named = format!("entry {seq} ");
     ensure!(
         !o.status.success(),

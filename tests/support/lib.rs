@@ -569,9 +569,9 @@ impl Pki {
     }
 }
 
-/// `gateway audit export` as the IG officer to `out`; an error unless it succeeds.
-pub fn export_audit(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
-    let o = run_gateway(&[
+/// `gateway audit export` as the IG officer to `out`, whatever its outcome.
+pub fn export_audit_output(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<Output> {
+    run_gateway(&[
         "audit",
         "export",
         "--config",
@@ -580,7 +580,12 @@ pub fn export_audit(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
         &gw.url(),
         "--out",
         &out.display().to_string(),
-    ])?;
+    ])
+}
+
+/// `gateway audit export` as the IG officer to `out`; an error unless it succeeds.
+pub fn export_audit(pki: &Pki, gw: &GatewayProc, out: &Path) -> Result<()> {
+    let o = export_audit_output(pki, gw, out)?;
     if !o.status.success() {
         bail!("audit export failed: {}", text(&o));
     }
