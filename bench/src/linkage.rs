@@ -193,6 +193,9 @@ struct Node {
     role: usize,
     truth: u64,
     agency: usize,
+    /// Index into the report's dataset counts, and the source line of the record.
+    dataset: usize,
+    line: u64,
 }
 
 /// Generates, pushes, stores, links and scores.
@@ -390,6 +393,11 @@ pub fn measure(
                         role: i,
                         truth: *person,
                         agency,
+                        dataset: counts
+                            .iter()
+                            .position(|c| c.dataset == rec.dataset)
+                            .unwrap_or(usize::MAX),
+                        line: line.unwrap_or(0),
                     });
                     if let Some(c) = counts.iter_mut().find(|c| c.dataset == rec.dataset) {
                         c.nodes += 1;
@@ -445,6 +453,9 @@ pub fn measure(
                 }
             }
         }
+        if let Some(dir) = std::env::var_os(DUMP_ENV) {
+            dump_clusters(Path::new(&dir), name, &counts, &clustered)?;
+        }
         scores.push(score(name, build_secs, &clustered));
     }
     Ok(Report {
@@ -458,6 +469,36 @@ pub fn measure(
         setup_secs,
         incremental: incremental_report,
     })
+}
+
+/// Environment variable naming a directory where each configuration's clusters are written
+/// (`<name>.csv`: dataset, source line, role index, true person, cluster) for error analysis.
+pub const DUMP_ENV: &str = "SKP_BENCH_LINKAGE_DUMP";
+
+/// Writes one configuration's node clusters for error analysis (see [`DUMP_ENV`]).
+fn dump_clusters(
+    dir: &Path,
+    name: &str,
+    counts: &[DatasetCounts],
+    clustered: &[(u32, Node)],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{}.csv", name.replace([' ', '+'], "_")));
+    let mut w = csv::Writer::from_path(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    w.write_record(["dataset", "line", "role", "person_id", "cluster"])?;
+    for (c, n) in clustered {
+        let ds = counts.get(n.dataset).map_or("?", |c| c.dataset.as_str());
+        w.write_record([
+            ds,
+            &n.line.to_string(),
+            &n.role.to_string(),
+            &n.truth.to_string(),
+            &c.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Index of an agency in [`KINGSTON_AGENCIES`] (the catalog's owners are all among them).
@@ -930,6 +971,8 @@ mod tests {
             role: 0,
             truth,
             agency,
+            dataset: 0,
+            line: 0,
         }
     }
 

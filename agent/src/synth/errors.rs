@@ -180,7 +180,7 @@ pub fn recorded(
     ) {
         let trad = tradition_of(p);
         for _ in 0..4 {
-            let s = names::pick(names::surnames(trad), rng.random());
+            let s = names::surname(trad, rng.random(), rng.random());
             if s != p.surname {
                 surname = s.to_string();
                 break;

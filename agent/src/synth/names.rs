@@ -740,6 +740,220 @@ pub fn variants(forename: &str) -> &'static [&'static str] {
     }
 }
 
+/// Share of a tradition's people whose surname is outside its list of common surnames (the
+/// long tail). Real surname distributions have a long tail: in England and Wales the most
+/// common surname, Smith, is held by about 1.2–1.4 % of people and Jones by 0.9–1.1 %
+/// (surnamestudies.org.uk, "Comparative Table of 300 Leading Surnames": GRO deaths 1984–97,
+/// electoral register 1996), while the list above holds about 100 British surnames. Without
+/// the tail, Smith would be 4 % of the synthetic population and two random people would share
+/// a surname four times as often as they do, making same-name strangers far commoner than in
+/// a real borough. With it, Smith is about 1.4 %.
+pub fn tail_share(t: Tradition) -> f64 {
+    match t {
+        Tradition::British => 0.65,
+        Tradition::Irish => 0.5,
+        Tradition::European => 0.7,
+        Tradition::Indian => 0.4,
+        Tradition::SouthAsianMuslim => 0.4,
+        Tradition::Korean => 0.1,
+        Tradition::Chinese => 0.3,
+        Tradition::African => 0.6,
+        Tradition::Arab => 0.5,
+    }
+}
+
+/// A surname of tradition `t` from two uniform draws in [0, 1): a common one (weighted, from
+/// [`surnames`]) or, with probability [`tail_share`], one of the tradition's long tail
+/// ([`tail`], equally likely).
+pub fn surname(t: Tradition, u: f64, v: f64) -> &'static str {
+    let share = tail_share(t);
+    if u < share {
+        let tail = tail(t);
+        if !tail.is_empty() {
+            let i = ((v * tail.len() as f64) as usize).min(tail.len() - 1);
+            return tail[i];
+        }
+    }
+    pick(surnames(t), v)
+}
+
+/// The long tail of a tradition's surnames: rarer surnames built from the tradition's common
+/// roots and endings (e.g. "Ash" + "worth"), none of them in [`surnames`]. Built once.
+pub fn tail(t: Tradition) -> &'static [&'static str] {
+    use std::sync::OnceLock;
+    static TAILS: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+    let all = TAILS.get_or_init(|| {
+        ALL_TRADITIONS
+            .iter()
+            .map(|t| {
+                let (roots, endings) = tail_parts(*t);
+                let common: std::collections::HashSet<&str> =
+                    surnames(*t).iter().map(|(n, _)| *n).collect();
+                let mut out: Vec<&'static str> = Vec::new();
+                for r in roots {
+                    for e in endings {
+                        let name = format!("{r}{e}");
+                        if !common.contains(name.as_str()) {
+                            out.push(Box::leak(name.into_boxed_str()));
+                        }
+                    }
+                }
+                out
+            })
+            .collect()
+    });
+    let i = ALL_TRADITIONS.iter().position(|x| *x == t).unwrap_or(0);
+    all.get(i).map_or(&[], Vec::as_slice)
+}
+
+/// Every tradition, in declaration order.
+pub const ALL_TRADITIONS: [Tradition; 9] = [
+    Tradition::British,
+    Tradition::Irish,
+    Tradition::European,
+    Tradition::Indian,
+    Tradition::SouthAsianMuslim,
+    Tradition::Korean,
+    Tradition::Chinese,
+    Tradition::African,
+    Tradition::Arab,
+];
+
+/// Roots and endings of a tradition's tail surnames.
+fn tail_parts(t: Tradition) -> (&'static [&'static str], &'static [&'static str]) {
+    match t {
+        Tradition::British | Tradition::Irish => (
+            &[
+                "Ash", "Black", "Brad", "Brook", "Bur", "Cal", "Chad", "Clay", "Cole", "Crom",
+                "Dal", "Dun", "East", "Elm", "Fair", "Farn", "Fen", "Fox", "Gil", "Glad", "Gold",
+                "Green", "Hal", "Ham", "Hart", "Hather", "Hay", "Hol", "Horn", "Hunt", "Kent",
+                "King", "Lang", "Lea", "Lin", "Lock", "Mar", "Mid", "Mill", "Moor", "Nor", "Oak",
+                "Pen", "Pick", "Red", "Ridg", "Rock", "Rush", "Sal", "Sand", "Shel", "Stan",
+                "Stock", "Stone", "Sut", "Thorn", "Tre", "War", "Wel", "West", "Whit", "Wil",
+                "Win", "Wood", "Wyn", "Yar",
+            ],
+            &[
+                "ley", "ton", "worth", "field", "ford", "well", "wood", "by", "more", "bury",
+                "dale", "ham", "hurst", "combe", "stead", "wick", "land", "man", "er", "den",
+                "don", "croft", "shaw", "low", "sey", "thorpe", "gate", "bridge",
+            ],
+        ),
+        Tradition::European => (
+            &[
+                "Kowal",
+                "Nowak",
+                "Wisni",
+                "Zielin",
+                "Szyman",
+                "Wozni",
+                "Dabrow",
+                "Kozlow",
+                "Jankow",
+                "Mazur",
+                "Krawcz",
+                "Piotrow",
+                "Grabow",
+                "Pawlow",
+                "Michal",
+                "Krol",
+                "Wiecz",
+                "Jablon",
+                "Wrobl",
+                "Majew",
+                "Olszew",
+                "Stepien",
+                "Malin",
+                "Jaworsk",
+                "Adam",
+                "Dudek",
+                "Nowic",
+                "Pop",
+                "Radu",
+                "Stan",
+                "Dumitr",
+                "Constantin",
+                "Ion",
+                "Gheorgh",
+                "Moldov",
+                "Barbu",
+                "Bianc",
+                "Ross",
+                "Ricc",
+                "Marin",
+                "Gall",
+                "Fer",
+                "Ferreir",
+                "Oliveir",
+                "Pereir",
+                "Silv",
+                "Cost",
+                "Martin",
+                "Sous",
+            ],
+            &[
+                "ski", "ska", "icz", "czyk", "ak", "escu", "eanu", "ini", "etti", "ello", "a", "o",
+                "es", "ovic", "enko", "as",
+            ],
+        ),
+        Tradition::Indian => (
+            &[
+                "Agar", "Bhat", "Chand", "Desai", "Gup", "Josh", "Kapo", "Kuma", "Mehr", "Nai",
+                "Pand", "Rao", "Red", "Sahn", "Sethi", "Shar", "Shuk", "Sing", "Tiw", "Vya",
+                "Mall", "Bhal", "Chop", "Dhil", "Gill", "Sandh", "Grew", "Sidh", "Bains", "Sek",
+            ],
+            &[
+                "wal", "ia", "an", "ani", "ar", "ari", "ra", "dey", "put", "ala", "esh", "endra",
+                "ath", "u",
+            ],
+        ),
+        Tradition::SouthAsianMuslim => (
+            &[
+                "Ahm", "Akht", "Ans", "Arsh", "Aziz", "Bashir", "Chaud", "Far", "Ghaf", "Haf",
+                "Hanif", "Iqb", "Jav", "Kar", "Mahm", "Maj", "Mir", "Nadeem", "Naz", "Qur",
+                "Rafiq", "Rash", "Sadiq", "Saj", "Shafiq", "Sidd", "Tariq", "Zaf", "Uddin", "Mia",
+            ],
+            &[
+                "ed", "ar", "ari", "id", "ullah", "i", "uddin", "hry", "an", "al", "ique", "ab",
+            ],
+        ),
+        Tradition::Korean => (
+            &[
+                "Gang", "Gwon", "Hwang", "Jang", "Jeon", "Jo", "Ko", "Moon", "Nam", "Noh", "Ryu",
+                "Seong", "Shim", "Song", "Won", "Yeo", "Yoo", "Yun", "Bae", "Baek", "Cha", "Heo",
+            ],
+            &["", "-Kim", "-Lee"],
+        ),
+        Tradition::Chinese => (
+            &[
+                "Cai", "Cao", "Deng", "Ding", "Du", "Feng", "Fu", "Gao", "Guo", "Han", "He", "Hu",
+                "Jiang", "Lai", "Liang", "Lu", "Luo", "Ma", "Pan", "Peng", "Shen", "Song", "Su",
+                "Tan", "Tang", "Xie", "Xu", "Yan", "Ye", "Yu", "Zeng", "Zhu",
+            ],
+            &["", "-Chan", "-Wong"],
+        ),
+        Tradition::African => (
+            &[
+                "Ade", "Afo", "Aki", "Amo", "Ani", "Asa", "Bab", "Chuk", "Dar", "Eze", "Fol",
+                "Kam", "Kor", "Mba", "Mens", "Nwa", "Obi", "Odu", "Oke", "Olu", "Ony", "Osei",
+                "Owu", "Taiw", "Uch", "Yeb", "Abd", "Hass", "Moham", "Warsa",
+            ],
+            &[
+                "yemi", "nde", "ola", "bayo", "wu", "ke", "si", "gbe", "nna", "h", "ame", "ah",
+                "ine", "eke",
+            ],
+        ),
+        Tradition::Arab => (
+            &[
+                "Abb", "Ash", "Bak", "Dag", "Ezz", "Fay", "Ham", "Hus", "Jab", "Kh", "Mans", "Nas",
+                "Qas", "Rah", "Sal", "Sha", "Tah", "Yas", "Zak", "Zah",
+            ],
+            &[
+                "ir", "ani", "ad", "ar", "ash", "oud", "ari", "idi", "ur", "ini",
+            ],
+        ),
+    }
+}
+
 /// Picks a weighted name with `u` uniform in [0, 1).
 pub fn pick(names: Names, u: f64) -> &'static str {
     let total: u32 = names.iter().map(|(_, w)| u32::from(*w)).sum();
@@ -783,6 +997,14 @@ mod tests {
                 assert_eq!(pick(list, 0.0), list[0].0);
                 assert_eq!(pick(list, 0.999_999), list[list.len() - 1].0);
             }
+            let tail = tail(t);
+            assert!(tail.len() >= 60, "{t:?}: {} tail surnames", tail.len());
+            for n in tail {
+                assert!(skp_core::normalise::name(n).is_ok(), "{n}");
+                assert!(!surnames(t).iter().any(|(c, _)| c == n), "{n}");
+            }
+            assert_eq!(surname(t, 0.999, 0.0), surnames(t)[0].0);
+            assert_eq!(surname(t, 0.0, 0.0), tail[0]);
         }
     }
 }

@@ -483,7 +483,7 @@ fn person(
 ) -> Person {
     let e = &ETHNICITIES[usize::from(eth)];
     let trad = pick_tradition(rng, e.names);
-    let surname = surname.unwrap_or_else(|| names::pick(names::surnames(trad), rng.random()));
+    let surname = surname.unwrap_or_else(|| names::surname(trad, rng.random(), rng.random()));
     let ftrad = pick_tradition(rng, e.names);
     let forename = names::pick(names::forenames(ftrad, female), rng.random());
     // Ages are on 31 December, so anyone born in `birth_year` has had their birthday.

@@ -18,8 +18,8 @@
 //! Never sees a raw value; holds tokens only inside the matcher (whose `Debug` shows counts).
 
 use super::{Linker, unpack};
-use skp_core::fuzzy::TokenSet;
 use skp_core::fuzzy::link::{MatchSettings, Matcher, Model, ModelSummary};
+use skp_core::fuzzy::{Slot, TokenSet};
 
 /// Below this many nodes, a linker whose store has doubled since its model was estimated asks
 /// to be rebuilt (re-estimating the model); above it, the model is kept (its m and u are then
@@ -54,6 +54,12 @@ pub struct FuzzyCounts {
     pub refused_same_record: u64,
     /// Candidate pairs scored.
     pub scored_pairs: u64,
+    /// Joins refused because a weak pair (a node without a date of birth) would have merged
+    /// two clusters that each hold a node with one.
+    pub refused_weak: u64,
+    /// Nodes without a date of birth left alone because their names matched two or more
+    /// clusters holding a node with one.
+    pub ambiguous_weak: u64,
 }
 
 impl FuzzyPart {
@@ -157,7 +163,10 @@ impl Linker {
     }
 
     pub(super) fn fuzzy_heap_bytes(&self) -> usize {
-        self.fuzzy.as_ref().map_or(0, |f| f.heap_bytes()) + self.next.capacity() * 4
+        self.fuzzy.as_ref().map_or(0, |f| f.heap_bytes())
+            + self.next.capacity() * 4
+            + self.weak.capacity()
+            + self.anchors.capacity() * 4
     }
 
     fn fuzzy_insert(&mut self, slot: u32, set: &TokenSet) {
@@ -171,29 +180,56 @@ impl Linker {
         m.insert(slot, set, &mut out);
         // Strongest evidence first, so the one-record constraint keeps the best match.
         out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut unions = 0;
-        let mut refused = 0;
-        for &(other, _) in &out {
-            match self.union_constrained(slot, other) {
-                Joined::New => unions += 1,
-                Joined::Already => {}
-                Joined::Refused => refused += 1,
+        let (mut unions, mut refused, mut refused_weak, mut ambiguous) = (0, 0, 0, 0);
+        let weak_me = self.weak[slot as usize];
+        if weak_me && self.anchored_candidates(slot, &out) > 1 {
+            // A node without a date of birth whose names match two people: it joins neither.
+            ambiguous = 1;
+        } else {
+            for &(other, _) in &out {
+                let weak_pair = weak_me || self.weak[other as usize];
+                match self.union_constrained(slot, other, weak_pair) {
+                    Joined::New => unions += 1,
+                    Joined::Already => {}
+                    Joined::Refused => refused += 1,
+                    Joined::RefusedWeak => refused_weak += 1,
+                }
             }
         }
         if let Some(f) = self.fuzzy.as_mut() {
             f.counts.matched_pairs += out.len() as u64;
             f.counts.unions += unions;
             f.counts.refused_same_record += refused;
+            f.counts.refused_weak += refused_weak;
+            f.counts.ambiguous_weak += ambiguous;
             f.out = out;
         }
     }
 
+    /// How many distinct clusters other than `slot`'s hold an anchored node (one with a date of
+    /// birth, or linked without fuzzy tokens) among the matches `out`.
+    fn anchored_candidates(&mut self, slot: u32, out: &[(u32, f64)]) -> usize {
+        let me = self.find(slot);
+        let mut roots: Vec<u32> = Vec::new();
+        for &(other, _) in out {
+            let r = self.find(other);
+            if r != me && self.anchors[r as usize] > 0 && !roots.contains(&r) {
+                roots.push(r);
+            }
+        }
+        roots.len()
+    }
+
     /// Joins the clusters of `a` and `b` unless that would make two roles of one record one
-    /// person.
-    fn union_constrained(&mut self, a: u32, b: u32) -> Joined {
+    /// person, or a weak pair (one node without a date of birth) would merge two clusters that
+    /// both hold an anchored node: weak evidence attaches a node to a person, never merges two.
+    fn union_constrained(&mut self, a: u32, b: u32, weak_pair: bool) -> Joined {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
             return Joined::Already;
+        }
+        if weak_pair && self.anchors[ra as usize] > 0 && self.anchors[rb as usize] > 0 {
+            return Joined::RefusedWeak;
         }
         let (small, big) = if self.size[ra as usize] <= self.size[rb as usize] {
             (ra, rb)
@@ -257,4 +293,10 @@ enum Joined {
     New,
     Already,
     Refused,
+    RefusedWeak,
+}
+
+/// Whether a node's fuzzy tokens are weak evidence: names without a date of birth.
+pub(super) fn is_weak(set: &TokenSet) -> bool {
+    !set.is_empty() && set.get(Slot::DobFull).is_none()
 }

@@ -251,6 +251,10 @@ pub struct Linker {
     /// With fuzzy linkage only: slot → next slot of its cluster (a circular list per cluster),
     /// to check the one-record constraint.
     next: Vec<u32>,
+    /// With fuzzy linkage only: slot → whether the node is weak (fuzzy tokens without a date
+    /// of birth), and root slot → how many of its cluster's nodes are not (anchored nodes).
+    weak: Vec<bool>,
+    anchors: Vec<u32>,
 }
 
 /// A node in 8 bytes: `seq` in the high 48 bits, `role` in the low 16, so packed nodes order as
@@ -299,6 +303,8 @@ impl Linker {
             first: HashMap::default(),
             fuzzy: None,
             next: Vec::new(),
+            weak: Vec::new(),
+            anchors: Vec::new(),
         }
     }
 
@@ -368,6 +374,9 @@ impl Linker {
         self.least.push(slot);
         if self.fuzzy.is_some() {
             self.next.push(slot);
+            let weak = fuzzy.is_some_and(fuzzy::is_weak);
+            self.weak.push(weak);
+            self.anchors.push(u32::from(!weak));
         }
         if !after_last {
             self.ascending = false;
@@ -627,6 +636,7 @@ impl Linker {
         if !self.next.is_empty() {
             // Swapping one successor in each of two circular lists splices them into one.
             self.next.swap(big as usize, small as usize);
+            self.anchors[big as usize] += self.anchors[small as usize];
         }
         let (lb, ls) = (self.least[big as usize], self.least[small as usize]);
         if self.nodes[ls as usize] < self.nodes[lb as usize] {

@@ -524,6 +524,80 @@ mod fuzzy_linker {
         assert!(sizes.values().all(|n| *n <= 2), "an over-merged cluster");
     }
 
+    /// Tokens of a person recorded without a date of birth.
+    fn set_without_dob(
+        forename: &str,
+        surname: &str,
+        sex: &str,
+        key: &skp_core::LinkageKey,
+    ) -> TokenSet {
+        let (fields, _) = PersonFields::from_raw(&RawPerson {
+            forenames: Some(forename),
+            surname: Some(surname),
+            dob: None,
+            sex: Some(sex),
+            postcode: None,
+        });
+        key.fuzzy().encode(&fields)
+    }
+
+    #[test]
+    fn a_node_without_a_date_of_birth_attaches_to_one_person_and_never_merges_two() {
+        let key = skp_core::LinkageKey::from_bytes(&[3; 32]);
+        let (_, sets) = two_agencies(&key);
+        let mut l = fuzzy_linker();
+        for (i, s) in sets.iter().enumerate() {
+            l.add_with(PersonNode::new(i as u64 + 1, 0), &[], Some(s))
+                .expect("add");
+        }
+        let dated = |f: &str, s: &str, dob: &str| {
+            set(
+                &Person {
+                    forename: f.into(),
+                    surname: s.into(),
+                    dob: dob.into(),
+                    sex: "M",
+                },
+                &key,
+            )
+        };
+        let undated = |f: &str, s: &str| set_without_dob(f, s, "M", &key);
+        // Added before the model is estimated (so it knows how rare these names are), and
+        // scored in this order when the linker settles.
+        let nodes = [
+            // One dated Zebedee Quaxworth: the undated one joins him.
+            dated("Zebedee", "Quaxworth", "1970-01-01"),
+            undated("Zebedee", "Quaxworth"),
+            // Two dated Ignatius Plumtrees: the undated one is ambiguous and joins neither.
+            dated("Ignatius", "Plumtree", "1950-03-04"),
+            dated("Ignatius", "Plumtree", "1988-11-12"),
+            undated("Ignatius", "Plumtree"),
+            // An undated Barnaby Rudge attached to the first dated one does not bridge him to
+            // a second one, born another year.
+            dated("Barnaby", "Rudge", "1961-05-06"),
+            undated("Barnaby", "Rudge"),
+            dated("Barnaby", "Rudge", "1999-07-08"),
+        ];
+        let n: Vec<PersonNode> = (0..nodes.len() as u64)
+            .map(|i| PersonNode::new(2001 + i, 0))
+            .collect();
+        for (node, t) in n.iter().zip(&nodes) {
+            l.add_with(*node, &[], Some(t)).expect("add");
+        }
+        l.settle();
+        let c = l.fuzzy_counts().expect("fuzzy");
+        assert!(l.same_cluster(n[0], n[1]), "{c:?}");
+        assert!(!l.same_cluster(n[2], n[3]));
+        assert!(!l.same_cluster(n[4], n[2]) && !l.same_cluster(n[4], n[3]));
+        assert_eq!(c.ambiguous_weak, 1, "{c:?}");
+        assert!(l.same_cluster(n[5], n[6]), "{c:?}");
+        assert!(
+            !l.same_cluster(n[5], n[7]),
+            "weak evidence merged two dated people"
+        );
+        assert!(c.refused_weak >= 1, "{c:?}");
+    }
+
     #[test]
     fn an_exact_only_linker_ignores_fuzzy_tokens() {
         let key = skp_core::LinkageKey::from_bytes(&[3; 32]);

@@ -46,6 +46,12 @@ pub enum BlockRule {
     NameUnordered,
     /// Compact surname and forename alone (no date: large blocks).
     SurnameForename,
+    /// Compact surname and forename, for nodes without a date of birth only: a pair is a
+    /// candidate under this rule when at least one of the two holds no date (callers recorded
+    /// without one), never when both do (the date rules compare those). Large blocks, so
+    /// the gateway lets such weak evidence only attach a node to one person, never merge two
+    /// (see the gateway's linker).
+    NamesNoDob,
     /// Full postcode (when the agencies send one).
     PostcodeFull,
     /// Full postcode and forename prefix.
@@ -54,13 +60,20 @@ pub enum BlockRule {
 
 impl BlockRule {
     /// The default rules (the measured choice, module docs of [`super`]).
-    pub const DEFAULT: [BlockRule; 5] = [
+    pub const DEFAULT: [BlockRule; 6] = [
         BlockRule::DobSwapSex,
         BlockRule::NamesYearMonth,
         BlockRule::NamesYearDay,
         BlockRule::NameUnorderedMonthDay,
+        BlockRule::NamesNoDob,
         BlockRule::PostcodeForenamePrefix,
     ];
+
+    /// Whether a pair is a candidate under this rule only when at least one node lacks a date
+    /// of birth ([`BlockRule::NamesNoDob`]).
+    pub fn only_without_dob(self) -> bool {
+        matches!(self, BlockRule::NamesNoDob)
+    }
 
     /// The slots of the rule.
     pub fn slots(self) -> &'static [Slot] {
@@ -76,7 +89,7 @@ impl BlockRule {
             BlockRule::NamesYearMonth => &[SurnamePhonetic, ForenamePrefix4, DobYearMonth],
             BlockRule::NamesYearDay => &[SurnamePhonetic, ForenamePrefix4, DobYearDay],
             BlockRule::NameUnordered => &[NameUnordered],
-            BlockRule::SurnameForename => &[SurnameCompact, ForenameExact],
+            BlockRule::SurnameForename | BlockRule::NamesNoDob => &[SurnameCompact, ForenameExact],
             BlockRule::PostcodeFull => &[PostcodeFull],
             BlockRule::PostcodeForenamePrefix => &[PostcodeFull, ForenamePrefix4],
         }

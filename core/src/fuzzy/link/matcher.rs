@@ -13,7 +13,7 @@ use super::block::{BlockIndex, BlockRule, Visit};
 use super::model::{Adjust, Model};
 use super::tf::TermFrequencies;
 use super::{MatchSettings, Row};
-use crate::fuzzy::tokens::TokenSet;
+use crate::fuzzy::tokens::{Slot, TokenSet};
 use std::fmt;
 
 /// Incremental candidate generation and scoring over a fixed [`Model`].
@@ -111,9 +111,14 @@ impl Matcher {
             stats,
             ..
         } = self;
+        let dated = row.has(Slot::DobFull);
         for rule in rules.iter() {
             let Some(key) = rule.key(&row) else { continue };
+            let undated_only = dated && rule.only_without_dob();
             let visit = index.visit(key, me, settings.max_block, |j| {
+                if undated_only && rows[j as usize].has(Slot::DobFull) {
+                    return;
+                }
                 let slot = &mut stamps[j as usize];
                 if *slot == stamp {
                     return;
