@@ -70,7 +70,8 @@ impl BlockRule {
     ];
 
     /// Whether a pair is a candidate under this rule only when at least one node lacks a date
-    /// of birth ([`BlockRule::NamesNoDob`]).
+    /// of birth ([`BlockRule::NamesNoDob`]). The matcher keeps such a rule's dated and undated
+    /// nodes under two keys ([`undated_key`]), so a dated node lists only the undated ones.
     pub fn only_without_dob(self) -> bool {
         matches!(self, BlockRule::NamesNoDob)
     }
@@ -99,6 +100,12 @@ impl BlockRule {
     pub(crate) fn key(self, row: &Row) -> Option<u64> {
         key_of(self as u64 + 1, self.slots(), row)
     }
+}
+
+/// The key under which an undated node of a [`BlockRule::only_without_dob`] rule is kept,
+/// apart from the dated nodes of the same key.
+pub(crate) fn undated_key(key: u64) -> u64 {
+    mix(key ^ 0x6e6f_5f64_6f62_0001)
 }
 
 /// A 64-bit key of tokens under a tag: a mix of the tag and each token prefix in turn.
@@ -203,7 +210,17 @@ impl BlockIndex {
         key: u64,
         node: u32,
         max_block: usize,
-        mut each: impl FnMut(u32),
+        each: impl FnMut(u32),
+    ) -> Visit {
+        self.visit_inner(key, node, max_block, Some(each))
+    }
+
+    fn visit_inner(
+        &mut self,
+        key: u64,
+        node: u32,
+        max_block: usize,
+        mut each: Option<impl FnMut(u32)>,
     ) -> Visit {
         let block = self
             .blocks
@@ -217,11 +234,13 @@ impl BlockIndex {
             block.len = block.len.saturating_add(1);
             return Visit::Saturated { first };
         }
-        let mut p = block.head;
-        while p != NONE {
-            let posting = self.postings[p as usize];
-            each(posting.node);
-            p = posting.next;
+        if let Some(each) = each.as_mut() {
+            let mut p = block.head;
+            while p != NONE {
+                let posting = self.postings[p as usize];
+                each(posting.node);
+                p = posting.next;
+            }
         }
         let Ok(at) = u32::try_from(self.postings.len()) else {
             return Visit::Saturated { first: false };
@@ -236,6 +255,29 @@ impl BlockIndex {
         block.head = at;
         block.len += 1;
         Visit::Scanned
+    }
+
+    /// Calls `each` with every node holding `key`, adding nothing (a skipped or saturated key
+    /// lists nothing).
+    pub(crate) fn list(&self, key: u64, max_block: usize, mut each: impl FnMut(u32)) {
+        let Some(block) = self.blocks.get(&key) else {
+            return;
+        };
+        if block.head == SKIPPED || block.len as usize > max_block {
+            return;
+        }
+        let mut p = block.head;
+        while p != NONE {
+            let posting = self.postings[p as usize];
+            each(posting.node);
+            p = posting.next;
+        }
+    }
+
+    /// Adds `node` to `key` without listing the nodes already there (as [`BlockIndex::visit`]
+    /// does, with the same skip and saturation rules).
+    pub(crate) fn post(&mut self, key: u64, node: u32, max_block: usize) -> Visit {
+        self.visit_inner(key, node, max_block, None::<fn(u32)>)
     }
 
     /// Heap bytes held.

@@ -9,7 +9,7 @@
 //! counts it all: 290 B per node measured at a million nodes. Holds token prefixes: `Debug`
 //! shows counts only.
 
-use super::block::{BlockIndex, BlockRule, Visit};
+use super::block::{BlockIndex, BlockRule, Visit, undated_key};
 use super::model::{Adjust, Model};
 use super::tf::TermFrequencies;
 use super::{MatchSettings, Row};
@@ -114,11 +114,7 @@ impl Matcher {
         let dated = row.has(Slot::DobFull);
         for rule in rules.iter() {
             let Some(key) = rule.key(&row) else { continue };
-            let undated_only = dated && rule.only_without_dob();
-            let visit = index.visit(key, me, settings.max_block, |j| {
-                if undated_only && rows[j as usize].has(Slot::DobFull) {
-                    return;
-                }
+            let mut score = |j: u32| {
                 let slot = &mut stamps[j as usize];
                 if *slot == stamp {
                     return;
@@ -129,7 +125,22 @@ impl Matcher {
                 if w >= settings.threshold {
                     out.push((nodes[j as usize], w));
                 }
-            });
+            };
+            // A rule for undated nodes keeps them under their own key: a dated node lists
+            // only those (never the dated ones, which other rules compare) and is kept under
+            // the plain key, which only undated nodes list.
+            let visit = if rule.only_without_dob() {
+                let undated = undated_key(key);
+                if dated {
+                    index.list(undated, settings.max_block, &mut score);
+                    index.post(key, me, settings.max_block)
+                } else {
+                    index.list(key, settings.max_block, &mut score);
+                    index.visit(undated, me, settings.max_block, &mut score)
+                }
+            } else {
+                index.visit(key, me, settings.max_block, &mut score)
+            };
             if visit == (Visit::Saturated { first: true }) {
                 stats.saturated_keys += 1;
             }

@@ -431,6 +431,42 @@ fn a_frequent_key_is_skipped_whatever_the_order() {
     assert!(m.heap_bytes() > 0 && !m.is_empty());
 }
 
+#[test]
+fn names_no_dob_pairs_an_undated_node_with_every_namesake_but_never_two_dated_ones() {
+    // Nodes 0-2 share names; 0 and 1 are dated (different dates), 2 has no date. Node 3 shares
+    // the names and has no date either.
+    let mut sets = Vec::new();
+    for i in 0..4u8 {
+        let mut t = TokenSet::default();
+        t.set(Slot::SurnameCompact, FuzzyToken([7; 16]));
+        t.set(Slot::ForenameExact, FuzzyToken([8; 16]));
+        t.set(Slot::Sex, FuzzyToken([3; 16]));
+        if i < 2 {
+            t.set(Slot::DobFull, FuzzyToken([10 + i; 16]));
+            t.set(Slot::DobYearDayMonthUnordered, FuzzyToken([20 + i; 16]));
+        }
+        sets.push(t);
+    }
+    let settings = MatchSettings {
+        blocks: vec![BlockRule::NamesNoDob],
+        threshold: f64::NEG_INFINITY,
+        ..MatchSettings::default()
+    };
+    let model = Model::estimate(&sets, &settings);
+    let orders: [[u32; 4]; 4] = [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]];
+    for order in orders {
+        let pairs: Vec<(u32, u32)> = pairs_in_order(&model, &settings, &sets, &order)
+            .iter()
+            .map(|p| (p.0, p.1))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![(0, 2), (0, 3), (1, 2), (1, 3), (2, 3)],
+            "insert order {order:?}"
+        );
+    }
+}
+
 /// Small token sets with few values per slot (so blocks, agreements and near-agreements are
 /// common) and some missing slots.
 fn small_sets() -> impl Strategy<Value = Vec<TokenSet>> {
