@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::{
-    GatewayProc, Pki, agent_client, audit_entries, bin, export_audit, push, run_agent, run_gateway,
-    text, verify_audit,
+    GatewayProc, Pki, agent_client, audit_entries, bin, config_with_console, console_port,
+    console_request, export_audit, push, run_agent, run_extract, run_gateway, text, verify_audit,
 };
 use gateway::audit::entry::Entry;
 use sharing_proto::v1::{IngestBatch, Record, WithdrawRequest};
@@ -544,31 +544,6 @@ async fn a_full_disk_refuses_ingest_and_recovers_when_space_is_freed() -> Result
     Ok(())
 }
 
-/// `curl` of the console's `/metrics` with a bearer token file (none: no header); returns the
-/// HTTP status and the body.
-fn scrape(pki: &Pki, console: &str, token: Option<&Path>) -> Result<(u16, String)> {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code}",
-        "--cacert",
-    ])
-    .arg(pki.path().join("ca.pem"))
-    .arg(format!("https://localhost:{console}/metrics"));
-    if let Some(t) = token {
-        let jwt = std::fs::read_to_string(t)?;
-        cmd.args(["-H", &format!("Authorization: Bearer {}", jwt.trim())]);
-    }
-    let o = cmd.output().context("cannot run curl")?;
-    ensure!(o.status.success(), "curl failed: {}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').context("no status line")?;
-    Ok((code.trim().parse()?, body.to_owned()))
-}
-
 /// The value of one sample of a parsed scrape (0 when absent).
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
@@ -587,33 +562,19 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
 
 /// The console's `/metrics`: refused without a token or with an analyst's, served to an
 /// auditor in the Prometheus text format (parsed by a Prometheus parser), and changing as
-/// records are pushed and refused.
+/// records are pushed and refused and as releases are made and refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn console_metrics_parse_and_follow_what_the_gateway_does() -> Result<()> {
     let pki = Pki::new()?;
-    let config = pki.gateway_config();
-    let mut text_cfg = std::fs::read_to_string(&config)?;
-    text_cfg.push_str("\n[console]\nlisten = \"127.0.0.1:0\"\n");
-    std::fs::write(&config, text_cfg)?;
-    let gw = GatewayProc::start(&config)?;
-    let log = gw.log();
-    let console = log
-        .lines()
-        .find(|l| l.contains("console listening"))
-        .and_then(|l| l.rsplit("127.0.0.1:").next())
-        .map(|rest| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .filter(|port| !port.is_empty())
-        .with_context(|| format!("no console address in the log:\n{log}"))?;
-    let auditor = pki.path().join("auditors").join("ig-officer.jwt");
-    let analyst = pki.path().join("analysts").join("rbk-analyst.jwt");
+    let gw = GatewayProc::start(&config_with_console(&pki)?)?;
+    let console = console_port(&gw)?;
+    let auditor = std::fs::read_to_string(pki.path().join("auditors").join("ig-officer.jwt"))?;
+    let analyst = std::fs::read_to_string(pki.path().join("analysts").join("rbk-analyst.jwt"))?;
+    let scrape = |token: Option<&str>| console_request(&pki, &console, "/metrics", token, &[]);
 
-    assert_eq!(scrape(&pki, &console, None)?.0, 401);
-    assert_eq!(scrape(&pki, &console, Some(&analyst))?.0, 403);
-    let (code, before) = scrape(&pki, &console, Some(&auditor))?;
+    assert_eq!(scrape(None)?.0, 401);
+    assert_eq!(scrape(Some(&analyst))?.0, 403);
+    let (code, before) = scrape(Some(&auditor))?;
     assert_eq!(code, 200, "{before}");
     let before = prometheus_parse::Scrape::parse(before.lines().map(|l| Ok(l.to_owned())))?;
     let entries_before = sample(&before, "skp_audit_log_entries", &[]);
@@ -648,7 +609,7 @@ async fn console_metrics_parse_and_follow_what_the_gateway_does() -> Result<()> 
         .into_inner();
     assert_eq!((s.accepted, s.rejected), (0, 1));
 
-    let (code, after) = scrape(&pki, &console, Some(&auditor))?;
+    let (code, after) = scrape(Some(&auditor))?;
     assert_eq!(code, 200);
     assert!(!after.contains("Bearer"), "no token in the scrape");
     let after = prometheus_parse::Scrape::parse(after.lines().map(|l| Ok(l.to_owned())))?;
@@ -670,13 +631,30 @@ async fn console_metrics_parse_and_follow_what_the_gateway_does() -> Result<()> 
         ],
     );
     assert_eq!(stored as usize, lines, "every good row counted once");
+    // A flag where a date belongs: a bad value, labelled by its fixed code.
     assert_eq!(
         sample(
             &after,
             "skp_ingest_rejected_records_total",
-            &[("agency", "lfb"), ("field", "date_of_call")]
+            &[
+                ("agency", "lfb"),
+                ("field", "date_of_call"),
+                ("reason", "bad_value")
+            ]
         ),
         1.0
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .filter(|s| s.metric == "skp_ingest_rejected_records_total")
+            .all(|s| s.labels.get("reason").is_some_and(|r| {
+                gateway::validate::RejectReason::ALL
+                    .iter()
+                    .any(|c| c.as_str() == r)
+            })),
+        "every rejected-records series has a reason of the fixed set"
     );
     assert!(sample(&after, "skp_audit_log_entries", &[]) > entries_before);
     let days = sample(
@@ -691,6 +669,61 @@ async fn console_metrics_parse_and_follow_what_the_gateway_does() -> Result<()> 
             .iter()
             .any(|s| s.metric == "skp_audit_append_seconds_count"),
         "the append latency histogram is scraped"
+    );
+
+    // One allowed extract and one refused (only a field the agreement denies, so the rule is
+    // no-field-released): each counted once.
+    let releases = pki.path().join("releases");
+    let o = run_extract(
+        &pki.analyst_config(),
+        &gw,
+        "SKP-ISA-SV-01",
+        "serious-violence-sna",
+        &["--datasets", "lfb_incident"],
+        &releases.join("allowed"),
+    )?;
+    ensure!(o.status.success(), "extract failed: {}", text(&o));
+    let o = run_extract(
+        &pki.analyst_config(),
+        &gw,
+        "SKP-ISA-SV-01",
+        "serious-violence-sna",
+        &[
+            "--datasets",
+            "police_crime",
+            "--fields",
+            "police_crime.victim_surname",
+        ],
+        &releases.join("refused"),
+    )?;
+    ensure!(
+        !o.status.success(),
+        "a refused extract succeeded: {}",
+        text(&o)
+    );
+    let (code, last) = scrape(Some(&auditor))?;
+    assert_eq!(code, 200);
+    let last = prometheus_parse::Scrape::parse(last.lines().map(|l| Ok(l.to_owned())))?;
+    let went_up = |name: &str, labels: &[(&str, &str)]| {
+        sample(&last, name, labels) - sample(&after, name, labels)
+    };
+    assert_eq!(
+        went_up("skp_releases_total", &[("kind", "extract")]),
+        1.0,
+        "one extract released"
+    );
+    assert_eq!(
+        went_up(
+            "skp_release_denials_total",
+            &[("rule", "no-field-released")]
+        ),
+        1.0,
+        "one request refused: the purpose releases none of the fields asked"
+    );
+    assert_eq!(
+        went_up("skp_release_denials_total", &[]),
+        1.0,
+        "no other refusal counted"
     );
     drop(gw);
     Ok(())

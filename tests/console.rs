@@ -1,21 +1,28 @@
-//! End-to-end test of the console in a real browser: a gateway with pushed records, releases and
-//! an agreement that has just expired; headless Chromium (Debian's `chromium`, driven by
-//! Playwright from `tests/console/console-e2e.mjs`) signs in as an auditor, filters the log to
-//! one agreement, opens an entry and sees its proof verified, sees the expired agreement
-//! flagged, looks up a person's releases, and is refused with an analyst token. Screenshots
-//! and the HTML of every page are kept in `target/console-e2e/`. Then every page served, and
-//! the public register, is searched for each identifier and person id of the data: none may
-//! appear.
+//! End-to-end test of the console in a real browser: a gateway with records pushed by every
+//! agency, extracts and an aggregate released, a refused request, and agreements that have just
+//! expired, end or fall due for review within 60 days, or are overdue for review; headless
+//! Chromium (Debian's `chromium`, driven by Playwright from `tests/console/console-e2e.mjs`)
+//! signs in as an auditor, filters the log to one agreement, opens an entry and sees its proof
+//! verified, sees the agreements flagged, looks up a person's releases, and is refused with an
+//! analyst token. Screenshots and the HTML of every page are kept in `target/console-e2e/`
+//! (`NN-failed.png`/`NN-failed.html` when step NN fails). Then every page the browser saw, every page
+//! of the console fetched with the auditor's bearer token (the whole log, every entry, releases,
+//! agreements, checkpoint, metrics, a person lookup) and the public register are searched for
+//! each identifier, person id, record key and person token of the data: none may appear. The
+//! register must list exactly the releases made, each with its audit entry.
 //!
-//! Needs Node.js, `npm ci` in `tests/console` and `/usr/bin/chromium` (or `CHROMIUM`):
-//! `scripts/test.sh` installs them when missing.
+//! Needs Node.js 20+, `npm ci` in `tests/console` and `/usr/bin/chromium` (or `CHROMIUM`):
+//! `scripts/test.sh` installs them when missing (`scripts/browser-tools.sh`).
 
+use aho_corasick::AhoCorasick;
 use anyhow::{Context, Result, bail, ensure};
 use e2e::{
-    GatewayProc, Pki, export_audit, person_tokens, push_ok, run_audit_person, run_extract,
+    GatewayProc, Pki, audit_entries, config_with_console, console_port, console_request,
+    export_audit, person_tokens, push_ok, run_aggregate, run_audit_person, run_extract,
     run_gateway, synth_catalog, text, workspace_root,
 };
-use std::collections::BTreeMap;
+use skp_core::{FieldClass, FieldType};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,34 +30,47 @@ const SV: &str = "SKP-ISA-SV-01";
 const SV_PURPOSE: &str = "serious-violence-sna";
 const SV_FIELDS: &str = "police_crime.ho_offence_group,police_crime.committed_from:year,police_crime.victim_sex,police_crime.suspect_sex";
 const EXPIRING: &str = "SKP-ISA-EXPIRING-01";
-/// Columns of the source export that identify a person.
-const IDENTIFIERS: [&str; 8] = [
-    "victim_surname",
-    "victim_forename",
-    "victim_dob",
-    "victim_pnc_id",
-    "suspect_surname",
-    "suspect_forename",
-    "suspect_dob",
-    "suspect_pnc_id",
-];
+/// An agreement that ends, and is due for review, about 30 days from now.
+const DUE: &str = "SKP-ISA-DUE-01";
+/// An agreement in force whose review date has passed.
+const OVERDUE: &str = "SKP-ISA-OVERDUE-01";
+/// Where the browser test keeps its screenshots and page HTML.
+const OUT_DIR: &str = "target/console-e2e";
 
-/// The console's port, from the gateway's log line `console listening ... 127.0.0.1:PORT`.
-fn console_port(gw: &GatewayProc) -> Result<String> {
-    let log = gw.log();
-    log.lines()
-        .find(|l| l.contains("console listening"))
-        .and_then(|l| l.rsplit("127.0.0.1:").next())
-        .map(|rest| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .filter(|port| !port.is_empty())
-        .with_context(|| format!("no console address in the log:\n{log}"))
+/// An RFC 3339 instant `secs` seconds from now (negative: ago), in whole seconds.
+fn rfc3339_in(secs: i64) -> Result<String> {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    Ok(t.replace_nanosecond(0)?
+        .format(&time::format_description::well_known::Rfc3339)?)
 }
 
-/// The agreements of the repository plus one that ends `secs` seconds from now.
+/// `hate-crime.toml` with the id, title and the given `(from, to)` line edits, each of which
+/// must apply.
+fn hate_crime_copy(src: &str, id: &str, title: &str, edits: &[(&str, String)]) -> Result<String> {
+    let mut text = src
+        .replace("id = \"SKP-ISA-HATE-01\"", &format!("id = \"{id}\""))
+        .replace(
+            "title = \"Hate crime monitoring\"",
+            &format!("title = \"{title}\""),
+        );
+    ensure!(
+        text.contains(&format!("id = \"{id}\"")),
+        "hate-crime.toml changed: the test's id edit no longer applies"
+    );
+    for (from, to) in edits {
+        ensure!(
+            text.contains(from),
+            "hate-crime.toml changed: the test's edit of {from:?} no longer applies"
+        );
+        text = text.replace(from, to);
+    }
+    Ok(text)
+}
+
+/// The agreements of the repository plus three copies of the hate crime agreement (each with
+/// its own id; purpose ids need only be unique within a file): one that ends `secs` seconds
+/// from now, one that ends in 30 days and is due for review in 28, and one in force whose
+/// review date passed 10 days ago.
 fn policy_dir(pki: &Pki, secs: i64) -> Result<PathBuf> {
     let dir = pki.path().join("agreements");
     std::fs::create_dir_all(&dir)?;
@@ -61,26 +81,45 @@ fn policy_dir(pki: &Pki, secs: i64) -> Result<PathBuf> {
             std::fs::copy(&p, dir.join(p.file_name().context("a file name")?))?;
         }
     }
-    let until = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
-    let until = until
-        .replace_nanosecond(0)?
-        .format(&time::format_description::well_known::Rfc3339)?;
+    const UNTIL: &str = "valid_until = 2027-12-31T23:59:59Z";
+    const REVIEW: &str = "review_by = 2026-12-31T23:59:59Z";
     let hate = std::fs::read_to_string(src.join("hate-crime.toml"))?;
-    let expiring = hate
-        .replace("id = \"SKP-ISA-HATE-01\"", &format!("id = \"{EXPIRING}\""))
-        .replace(
-            "valid_until = 2027-12-31T23:59:59Z",
-            &format!("valid_until = {until}"),
-        )
-        .replace(
-            "title = \"Hate crime monitoring\"",
-            "title = \"Hate crime monitoring (pilot, ending)\"",
-        );
-    ensure!(
-        expiring.contains(EXPIRING) && expiring.contains(&until),
-        "hate-crime.toml changed: the test's edits no longer apply"
-    );
-    std::fs::write(dir.join("expiring.toml"), expiring)?;
+    let day = 86_400;
+    let copies = [
+        (
+            "expiring.toml",
+            hate_crime_copy(
+                &hate,
+                EXPIRING,
+                "Hate crime monitoring (pilot, ending)",
+                &[(UNTIL, format!("valid_until = {}", rfc3339_in(secs)?))],
+            )?,
+        ),
+        (
+            "due.toml",
+            hate_crime_copy(
+                &hate,
+                DUE,
+                "Hate crime monitoring (extension, ending soon)",
+                &[
+                    (UNTIL, format!("valid_until = {}", rfc3339_in(30 * day)?)),
+                    (REVIEW, format!("review_by = {}", rfc3339_in(28 * day)?)),
+                ],
+            )?,
+        ),
+        (
+            "overdue.toml",
+            hate_crime_copy(
+                &hate,
+                OVERDUE,
+                "Hate crime monitoring (review overdue)",
+                &[(REVIEW, format!("review_by = {}", rfc3339_in(-10 * day)?))],
+            )?,
+        ),
+    ];
+    for (file, text) in copies {
+        std::fs::write(dir.join(file), text)?;
+    }
     Ok(dir)
 }
 
@@ -147,13 +186,31 @@ fn base64_url_decode(s: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Node.js, the Playwright package and Chromium, or a message saying how to get them.
+/// Node.js 20+, the Playwright package and Chromium, or a message saying how to get them.
 fn browser_tools() -> Result<(PathBuf, PathBuf)> {
     let dir = workspace_root().join("tests/console");
     ensure!(
         dir.join("node_modules/playwright-core").is_dir(),
-        "tests/console/node_modules is missing: run `npm ci --prefix tests/console` \
-         (scripts/test.sh does)"
+        "tests/console/node_modules is missing: run scripts/browser-tools.sh (scripts/test.sh \
+         does)"
+    );
+    // Playwright exits on Node.js older than 20 (Debian 12's own `nodejs` is 18).
+    let o = Command::new("node")
+        .arg("--version")
+        .output()
+        .context("cannot run node: run scripts/browser-tools.sh, which installs Node.js 20+")?;
+    let version = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        major >= 20,
+        "node on PATH is {version:?}; Playwright needs Node.js 20 or later: run \
+         scripts/browser-tools.sh and put target/tools/node/bin first on PATH (scripts/test.sh \
+         does)"
     );
     let chromium = std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
@@ -164,6 +221,171 @@ fn browser_tools() -> Result<(PathBuf, PathBuf)> {
         chromium.display()
     );
     Ok((dir, chromium))
+}
+
+/// How a value is looked for in the text searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Match {
+    /// Anywhere, also inside a longer word.
+    Anywhere,
+    /// As a whole word: the characters either side are not letters or digits.
+    Word,
+    /// As a whole cell: an element's whole text (`>v<`), a quoted value (`"v"`) or a CSV
+    /// field (`,v,`).
+    Cell,
+}
+
+/// The values that must not appear, and how each is looked for.
+#[derive(Default)]
+struct Needles {
+    values: BTreeMap<String, Match>,
+}
+
+impl Needles {
+    /// Adds `v` (and its HTML-escaped form); a value added twice keeps the stricter match.
+    fn add(&mut self, v: &str, how: Match) {
+        if v.is_empty() {
+            return;
+        }
+        let escaped = v
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;");
+        for s in [v.to_owned(), escaped] {
+            let m = self.values.entry(s).or_insert(how);
+            *m = match (*m, how) {
+                (Match::Anywhere, _) | (_, Match::Anywhere) => Match::Anywhere,
+                (Match::Word, _) | (_, Match::Word) => Match::Word,
+                _ => Match::Cell,
+            };
+        }
+    }
+
+    /// Every value found in `haystacks` (name, text), as "value (match) in name: context".
+    fn search(&self, haystacks: &[(String, String)]) -> Result<Vec<String>> {
+        let patterns: Vec<(&String, &Match)> = self.values.iter().collect();
+        let ac = AhoCorasick::new(patterns.iter().map(|(v, _)| v.as_str()))?;
+        let mut found = Vec::new();
+        for (name, hay) in haystacks {
+            for m in ac.find_overlapping_iter(hay.as_str()) {
+                let (value, how) = patterns[m.pattern().as_usize()];
+                let before = hay[..m.start()].chars().next_back();
+                let after = hay[m.end()..].chars().next();
+                let hit = match how {
+                    Match::Anywhere => true,
+                    Match::Word => {
+                        !before.is_some_and(char::is_alphanumeric)
+                            && !after.is_some_and(char::is_alphanumeric)
+                    }
+                    Match::Cell => {
+                        before.is_none_or(|c| matches!(c, '>' | '"' | ',' | '\n'))
+                            && after.is_none_or(|c| matches!(c, '<' | '"' | ',' | '\r' | '\n'))
+                    }
+                };
+                if hit {
+                    let mut from = m.start().saturating_sub(60);
+                    while !hay.is_char_boundary(from) {
+                        from -= 1;
+                    }
+                    let mut to = (m.end() + 60).min(hay.len());
+                    while !hay.is_char_boundary(to) {
+                        to += 1;
+                    }
+                    found.push(format!(
+                        "{value:?} ({how:?}) in {name}: …{}…",
+                        &hay[from..to]
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The values of the synthetic exports to look for, by the catalog's class and type of each
+/// column:
+///
+/// - direct identifiers (names, dates of birth, NHS and PNC numbers, references, postcodes,
+///   UPRNs), however short: shown anywhere as a word, they are a leak. A value of 8 or more
+///   characters with a digit in it (a date of birth, an NHS number, a reference) cannot occur
+///   by chance, so it is looked for anywhere, also inside a longer word; other values (names,
+///   short references) as whole words, case-sensitive, so that "Li" in "<link" or "King" in
+///   "Kingston" is not taken for a surname while "Li" between spaces, tags or quotes is.
+/// - other free text and date-times (a location description, a code, the time of an event):
+///   not identifying alone, and some are also words the console uses itself (a town, a
+///   street), so they are looked for as whole cells only, which is how a page or the
+///   register would show a record's value.
+/// - enums, sets, flags, numbers and other dates are left out: catalog vocabulary, counts and
+///   dates that the pages print for their own reasons (an agreement's end date, a row count).
+fn export_needles(files: &[(String, PathBuf)], needles: &mut Needles) -> Result<()> {
+    let catalog = skp_core::Catalog::embedded()?;
+    for (dataset, file) in files {
+        let ds = catalog
+            .dataset(dataset)
+            .with_context(|| format!("synth wrote {dataset}, which the catalog lacks"))?;
+        for row in csv_rows(file)? {
+            for (column, v) in &row {
+                let Some(field) = ds.field(column) else {
+                    continue;
+                };
+                if field.class == FieldClass::Direct {
+                    let long = v.chars().count() >= 8 && v.chars().any(|c| c.is_ascii_digit());
+                    needles.add(v, if long { Match::Anywhere } else { Match::Word });
+                } else if matches!(field.ty, FieldType::Str | FieldType::Datetime) {
+                    needles.add(v, Match::Cell);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hex of every record key and person token in the store at `data` (the gateway stopped),
+/// whole and its first 16 digits (a page showing a shortened token would show those).
+fn store_needles(data: &Path, needles: &mut Needles) -> Result<usize> {
+    let store = gateway::store::Store::open(data)
+        .with_context(|| format!("cannot open the store in {}", data.display()))?;
+    let snapshot = store.snapshot(&[], 0)?;
+    let mut n = 0;
+    for seq in snapshot.seqs() {
+        let Some(rec) = store.record_at(seq)?.and_then(|r| r.record) else {
+            continue;
+        };
+        let mut add = |bytes: &[u8]| {
+            let h = hex::encode(bytes);
+            needles.add(&h[..16.min(h.len())], Match::Anywhere);
+            needles.add(&h, Match::Anywhere);
+            n += 1;
+        };
+        add(&rec.record_key);
+        for p in &rec.persons {
+            for t in &p.tokens {
+                add(&t.token);
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn the_needle_search_finds_words_and_cells_and_ignores_parts_of_words() -> Result<()> {
+    let mut n = Needles::default();
+    n.add("Li", Match::Word);
+    n.add("Kingston", Match::Cell);
+    n.add("1999-07-15", Match::Anywhere);
+    n.add("O'Brien", Match::Word);
+    let pages = |t: &str| vec![("page".to_owned(), t.to_owned())];
+    assert!(
+        n.search(&pages("<link> Lisa Kingston Partnership"))?
+            .is_empty()
+    );
+    assert_eq!(n.search(&pages("<td>Li</td>"))?.len(), 1);
+    assert_eq!(n.search(&pages("a,Kingston,b"))?.len(), 1);
+    assert_eq!(n.search(&pages("x1999-07-15T00"))?.len(), 1);
+    assert_eq!(n.search(&pages("<td>O&#39;Brien</td>"))?.len(), 1);
+    Ok(())
 }
 
 #[test]
@@ -177,22 +399,35 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
     let agreements = policy_dir(&pki, expires_in)?;
     let config = pki.gateway_config();
     let mut cfg = std::fs::read_to_string(&config)?;
-    cfg.push_str(&format!(
-        "\n[policy]\ndir = \"{}\"\n\n[console]\nlisten = \"127.0.0.1:0\"\n",
-        agreements.display()
-    ));
+    cfg.push_str(&format!("\n[policy]\ndir = \"{}\"\n", agreements.display()));
     std::fs::write(&config, cfg)?;
-    let mut gw = GatewayProc::start(&config)?;
+    let mut gw = GatewayProc::start(&config_with_console(&pki)?)?;
     let port = console_port(&gw)?;
 
-    // Records, two releases, and a refused request.
+    // Every agency pushes every dataset it owns (one synthetic population, as `gateway demo`).
     let data = pki.path().join("exports");
-    let crime = synth_catalog("met-police", 300, 7, &data)?
-        .remove("police_crime")
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for agency in skp_core::ids::KINGSTON_AGENCIES {
+        for (dataset, file) in synth_catalog(agency, 300, 7, &data.join(agency))? {
+            push_ok(&pki, &gw, agency, &dataset, &file)?;
+            files.push((dataset, file));
+        }
+    }
+    ensure!(
+        files.len() >= 10,
+        "synth wrote only {} datasets",
+        files.len()
+    );
+    let crime = files
+        .iter()
+        .find(|(d, _)| d == "police_crime")
+        .map(|(_, f)| f.clone())
         .context("no police_crime export")?;
-    push_ok(&pki, &gw, "met-police", "police_crime", &crime)?;
+
+    // Two extracts and an aggregate table released under SV, and a refused request.
     let releases = pki.path().join("releases");
-    for n in ["a", "b"] {
+    let extracts = ["a", "b"];
+    for n in extracts {
         let o = run_extract(
             &pki.analyst_config(),
             &gw,
@@ -203,6 +438,17 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
         )?;
         ensure!(o.status.success(), "extract failed: {}", text(&o));
     }
+    let o = run_aggregate(
+        &pki.analyst_config(),
+        &gw,
+        SV,
+        SV_PURPOSE,
+        "police_crime",
+        "wd22cd,ho_offence_group",
+        &releases.join("table"),
+    )?;
+    ensure!(o.status.success(), "aggregate failed: {}", text(&o));
+    let made = extracts.len() + 1;
     let o = run_extract(
         &pki.analyst_config(),
         &gw,
@@ -251,7 +497,7 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
 
     let auditor = std::fs::read_to_string(pki.path().join("auditors/ig-officer.jwt"))?;
     let analyst = std::fs::read_to_string(pki.path().join("analysts/rbk-analyst.jwt"))?;
-    let out_dir = workspace_root().join("target/console-e2e");
+    let out_dir = workspace_root().join(OUT_DIR);
     let _ = std::fs::remove_dir_all(&out_dir);
     let o = Command::new("node")
         .arg(script_dir.join("console-e2e.mjs"))
@@ -262,17 +508,20 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
         .env("ANALYST_TOKEN", analyst.trim())
         .env("AGREEMENT", SV)
         .env("EXPIRED_AGREEMENT", EXPIRING)
+        .env("DUE_AGREEMENT", DUE)
+        .env("OVERDUE_AGREEMENT", OVERDUE)
         .env("PERSON_TOKENS", tokens.join("\n"))
         .env("EXPECT_RELEASES", expected.to_string())
         .env("OUT_DIR", &out_dir)
         .env("CHROMIUM", &chromium)
         .output()
-        .context("cannot run node (install Node.js 20 or later)")?;
+        .context("cannot run node (install Node.js 20 or later: scripts/browser-tools.sh)")?;
     let said = text(&o);
     println!("{said}");
     ensure!(
         o.status.success(),
-        "the browser test failed (screenshots in {}):\n{said}",
+        "the browser test failed; screenshots and page HTML, the failing page as NN-failed.png \
+         and NN-failed.html, are in {}:\n{said}",
         out_dir.display()
     );
     let shots = std::fs::read_dir(&out_dir)?
@@ -285,14 +534,56 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
         out_dir.display()
     );
 
-    // The refusal and the sign-in left their entries; nothing personal is in any page.
-    let mut pages = String::new();
+    // Every page the browser saw, and every page of the console fetched directly: the whole
+    // log, each entry with its proof, releases, agreements, checkpoint, metrics, a lookup.
+    let mut pages: Vec<(String, String)> = Vec::new();
     for e in std::fs::read_dir(&out_dir)? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "html") {
-            pages.push_str(&std::fs::read_to_string(&p)?);
+            pages.push((p.display().to_string(), std::fs::read_to_string(&p)?));
         }
     }
+    let (status, checkpoint) = console_request(&pki, &port, "/checkpoint", Some(&auditor), &[])?;
+    ensure!(status == 200, "/checkpoint: HTTP {status}\n{checkpoint}");
+    let size: u64 = checkpoint
+        .split_once("<td id=\"size\">")
+        .and_then(|(_, rest)| rest.split_once('<'))
+        .and_then(|(n, _)| n.parse().ok())
+        .context("no log size on /checkpoint")?;
+    ensure!(
+        size < 1000,
+        "the log has {size} entries: more than one page"
+    );
+    pages.push(("/checkpoint".into(), checkpoint));
+    for path in [
+        "/entries?limit=1000".to_owned(),
+        "/releases".into(),
+        "/agreements".into(),
+        "/metrics".into(),
+        "/person".into(),
+    ]
+    .into_iter()
+    .chain((0..size).map(|i| format!("/entries/{i}")))
+    {
+        let (status, page) = console_request(&pki, &port, &path, Some(&auditor), &[])?;
+        ensure!(status == 200, "{path}: HTTP {status}\n{page}");
+        pages.push((path, page));
+    }
+    let (status, lookup) = console_request(
+        &pki,
+        &port,
+        "/person",
+        Some(&auditor),
+        &[("tokens", &tokens.join("\n"))],
+    )?;
+    ensure!(status == 200, "POST /person: HTTP {status}\n{lookup}");
+    ensure!(
+        lookup.contains(&format!("<b id=\"release-count\">{expected}</b>")),
+        "the lookup by curl finds {expected} release(s):\n{lookup}"
+    );
+    pages.push(("POST /person".into(), lookup));
+
+    // The refusal and the sign-in left their entries; the register lists exactly the releases.
     let export = pki.path().join("audit-export.txt");
     export_audit(&pki, &gw, &export)?;
     let register = pki.path().join("register");
@@ -306,60 +597,136 @@ fn an_auditor_uses_the_console_in_a_browser_and_no_page_shows_personal_data() ->
         &register.display().to_string(),
     ])?;
     ensure!(o.status.success(), "register failed: {}", text(&o));
-    let register_text = std::fs::read_to_string(register.join("index.html"))?
-        + &std::fs::read_to_string(register.join("releases.csv"))?;
     let exported = std::fs::read_to_string(&export)?;
     assert!(
         exported.contains("lacks the role auditor or admin"),
         "the analyst's refused sign-in is audited"
     );
-
-    // Every identifier of the source export, and every other value long enough not to occur
-    // by chance in a page's own text (codes, references, dates, free text).
-    let mut secrets: Vec<String> = Vec::new();
-    for r in &rows {
-        for (c, v) in r {
-            let long_enough = if IDENTIFIERS.contains(&c.as_str()) {
-                5
-            } else {
-                8
-            };
-            if v.chars().count() >= long_enough {
-                secrets.push(v.clone());
-            }
-        }
+    check_register(&register.join("releases.csv"), &export, made)?;
+    for file in ["index.html", "releases.csv"] {
+        let p = register.join(file);
+        pages.push((p.display().to_string(), std::fs::read_to_string(&p)?));
     }
-    secrets.sort();
-    secrets.dedup();
-    for n in ["a", "b"] {
+
+    // What must not appear: the exports' values, the released person ids, the person's
+    // tokens, the JWTs' signatures, and (read once the gateway has stopped) every record key
+    // and person token in the store.
+    let mut needles = Needles::default();
+    export_needles(&files, &mut needles)?;
+    for n in extracts {
         for r in csv_rows(&releases.join(n).join("police_crime.csv"))? {
-            for c in ["victim_person_id", "suspect_person_id"] {
-                if let Some(v) = r.get(c).filter(|v| !v.is_empty()) {
-                    secrets.push(v.clone());
+            for (c, v) in &r {
+                if c.ends_with("_person_id") {
+                    needles.add(v, Match::Anywhere);
                 }
             }
         }
     }
     for t in &tokens {
-        secrets.push(t.split_once(':').map_or(t.as_str(), |(_, h)| h)[..16].to_owned());
+        let h = t.split_once(':').map_or(t.as_str(), |(_, h)| h);
+        needles.add(&h[..16.min(h.len())], Match::Anywhere);
     }
     for jwt in [&auditor, &analyst] {
         let signature = jwt.trim().rsplit('.').next().unwrap_or_default();
-        secrets.push(signature.chars().take(30).collect());
-    }
-    ensure!(secrets.len() > 100, "too few values to search for");
-    println!(
-        "searched {} bytes of pages and the register for {} values",
-        pages.len() + register_text.len(),
-        secrets.len()
-    );
-    for s in &secrets {
-        assert!(!pages.contains(s.as_str()), "a console page shows {s:?}");
-        assert!(
-            !register_text.contains(s.as_str()),
-            "the register shows {s:?}"
+        needles.add(
+            &signature.chars().take(30).collect::<String>(),
+            Match::Anywhere,
         );
     }
     ensure!(gw.stop()?.success(), "gateway did not stop cleanly");
+    let stored = store_needles(&pki.path().join("data"), &mut needles)?;
+    ensure!(
+        stored > 3000,
+        "only {stored} record keys and tokens in the store"
+    );
+    let by_match = |m: Match| needles.values.values().filter(|&&x| x == m).count();
+    println!(
+        "searched {} pages ({} bytes) and the register for {} values ({} anywhere, {} as words, \
+         {} as cells)",
+        pages.len(),
+        pages.iter().map(|(_, p)| p.len()).sum::<usize>(),
+        needles.values.len(),
+        by_match(Match::Anywhere),
+        by_match(Match::Word),
+        by_match(Match::Cell)
+    );
+    let found = needles.search(&pages)?;
+    ensure!(
+        found.is_empty(),
+        "{} values of the data appear in the pages or the register:\n{}",
+        found.len(),
+        found
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+/// `releases.csv` has one row per release of SV made in the test (`made`), each naming the
+/// index of its `release` entry in the audit export, with its datasets and rows.
+fn check_register(csv: &Path, export: &Path, made: usize) -> Result<()> {
+    let rows: Vec<BTreeMap<String, String>> = csv_rows(csv)?
+        .into_iter()
+        .filter(|r| r.get("agreement").map(String::as_str) == Some(SV))
+        .collect();
+    let released: Vec<gateway::audit::entry::Entry> = audit_entries(export)?
+        .into_iter()
+        .filter(|e| {
+            e.action.as_str() == "release"
+                && e.decision.as_str() == "allow"
+                && e.agreement.as_ref().is_some_and(|a| a.id == SV)
+        })
+        .collect();
+    ensure!(
+        released.len() == made,
+        "the audit export has {} release entries of {SV}; the test made {made}",
+        released.len()
+    );
+    ensure!(
+        rows.len() == made,
+        "releases.csv has {} rows of {SV}; the test made {made} releases:\n{rows:#?}",
+        rows.len()
+    );
+    let listed: BTreeSet<u64> = rows
+        .iter()
+        .map(|r| r["audit_entry"].parse::<u64>())
+        .collect::<Result<_, _>>()
+        .context("an audit_entry of releases.csv is not a number")?;
+    let entries: BTreeSet<u64> = released.iter().map(|e| e.seq).collect();
+    ensure!(
+        listed == entries,
+        "releases.csv names audit entries {listed:?}; the release entries are {entries:?}"
+    );
+    for e in &released {
+        let r = rows
+            .iter()
+            .find(|r| r["audit_entry"] == e.seq.to_string())
+            .context("a release entry without its row")?;
+        ensure!(
+            r["datasets"] == "police_crime" && r["datasets"] == e.datasets.join(";"),
+            "row of entry {}: datasets {:?}, the entry {:?}",
+            e.seq,
+            r["datasets"],
+            e.datasets
+        );
+        let n: u64 = r["rows"].parse().context("rows is not a number")?;
+        ensure!(
+            n > 0 && Some(n) == e.rows,
+            "row of entry {}: rows {n}, the entry {:?}",
+            e.seq,
+            e.rows
+        );
+        ensure!(
+            r["purpose"] == SV_PURPOSE
+                && r["recipient_organisation"] == "rbk-council"
+                && Some(&r["release_id"]) == e.release.as_ref()
+                && Some(&r["released_sha256"]) == e.released_sha256.as_ref(),
+            "row of entry {}: {r:?} does not match the entry",
+            e.seq
+        );
+    }
     Ok(())
 }

@@ -5,7 +5,12 @@
 //! One process-wide registry ([`global`]) that services, the store and the audit log add to;
 //! [`Metrics::render`] writes it out for `GET /metrics` on the console listener. Labels are
 //! bounded by configuration (agencies, datasets, catalog fields, outcomes, rule names): never a
-//! value, token, subject or free text, so a scrape holds no personal data.
+//! value, token, subject or free text, so a scrape holds no personal data. The `reason` of a
+//! refused record is one of the fixed codes of [`RejectReason`] (`raw_identifier`,
+//! `missing_value`, `bad_value`, `bad_key`, `bad_value_count`, `unknown_role`, `bad_token`,
+//! `bad_fuzzy_tokens`, `bad_content_hash`).
+
+use crate::validate::RejectReason;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,8 +30,8 @@ pub struct Metrics {
 struct Inner {
     /// (agency, dataset, outcome) → records.
     ingested: BTreeMap<(String, String, &'static str), u64>,
-    /// (agency, dataset, field) → records refused at validation.
-    rejected: BTreeMap<(String, String, String), u64>,
+    /// (agency, dataset, field, reason) → records refused at validation.
+    rejected: BTreeMap<(String, String, String, RejectReason), u64>,
     /// Release kind → releases made.
     releases: BTreeMap<String, u64>,
     /// Rows released, by kind.
@@ -65,12 +70,18 @@ impl Metrics {
         }
     }
 
-    /// A record refused at validation, by the field at fault (empty: the record as a whole).
-    pub fn rejected(&self, agency: &str, dataset: &str, field: &str) {
+    /// A record refused at validation, by the field at fault (empty: the record as a whole)
+    /// and the kind of fault.
+    pub fn rejected(&self, agency: &str, dataset: &str, field: &str, reason: RejectReason) {
         let field = if field.is_empty() { "record" } else { field };
         self.with(|m| {
             *m.rejected
-                .entry((agency.to_owned(), dataset.to_owned(), field.to_owned()))
+                .entry((
+                    agency.to_owned(),
+                    dataset.to_owned(),
+                    field.to_owned(),
+                    reason,
+                ))
                 .or_default() += 1;
         });
     }
@@ -136,15 +147,17 @@ impl Metrics {
             &mut o,
             "skp_ingest_rejected_records_total",
             "counter",
-            "Records refused at validation, by agency, dataset and the field at fault.",
+            "Records refused at validation, by agency, dataset, the field at fault and the kind \
+             of fault.",
         );
-        for ((a, d, f), n) in &m.rejected {
+        for ((a, d, f, r), n) in &m.rejected {
             let _ = writeln!(
                 o,
-                "skp_ingest_rejected_records_total{{agency=\"{}\",dataset=\"{}\",field=\"{}\"}} {n}",
+                "skp_ingest_rejected_records_total{{agency=\"{}\",dataset=\"{}\",field=\"{}\",reason=\"{}\"}} {n}",
                 lv(a),
                 lv(d),
-                lv(f)
+                lv(f),
+                r.as_str()
             );
         }
         head(
@@ -240,14 +253,57 @@ fn lv(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The module comment lists the `reason` codes by hand: it must name exactly
+    /// [`RejectReason::ALL`], in order, so a code added or renamed there fails here.
+    #[test]
+    fn the_module_comment_lists_every_reject_reason() {
+        let doc: String = include_str!("metrics.rs")
+            .lines()
+            .map_while(|l| l.strip_prefix("//!"))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let listed = doc
+            .split_once("[`RejectReason`] (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(list, _)| list)
+            .expect("the module comment lists the codes as \"[`RejectReason`] (`a`, `b`)\"");
+        let listed: Vec<&str> = listed
+            .split(',')
+            .map(|c| c.trim().trim_matches('`'))
+            .collect();
+        let codes: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            listed, codes,
+            "update the `reason` codes in the module comment of metrics.rs"
+        );
+    }
+
     #[test]
     fn renders_counters_histogram_and_gauges() {
         let m = Metrics::default();
         m.ingested("lfb", "lfb_incident", "accepted", 10);
         m.ingested("lfb", "lfb_incident", "accepted", 5);
         m.ingested("lfb", "lfb_incident", "duplicate", 0);
-        m.rejected("lfb", "lfb_incident", "");
-        m.rejected("lfb", "lfb_incident", "date_of_call");
+        m.rejected("lfb", "lfb_incident", "", RejectReason::BadContentHash);
+        m.rejected(
+            "lfb",
+            "lfb_incident",
+            "date_of_call",
+            RejectReason::BadValue,
+        );
+        m.rejected(
+            "lfb",
+            "lfb_incident",
+            "date_of_call",
+            RejectReason::BadValue,
+        );
+        m.rejected(
+            "lfb",
+            "lfb_incident",
+            "date_of_call",
+            RejectReason::MissingValue,
+        );
         m.released("extract", 120);
         m.denied("aggregate-only");
         m.audit_append(0.003);
@@ -256,7 +312,9 @@ mod tests {
         let t = m.render(42, 1_000_000);
         for want in [
             "skp_ingest_records_total{agency=\"lfb\",dataset=\"lfb_incident\",outcome=\"accepted\"} 15",
-            "skp_ingest_rejected_records_total{agency=\"lfb\",dataset=\"lfb_incident\",field=\"record\"} 1",
+            "skp_ingest_rejected_records_total{agency=\"lfb\",dataset=\"lfb_incident\",field=\"record\",reason=\"bad_content_hash\"} 1",
+            "skp_ingest_rejected_records_total{agency=\"lfb\",dataset=\"lfb_incident\",field=\"date_of_call\",reason=\"bad_value\"} 2",
+            "skp_ingest_rejected_records_total{agency=\"lfb\",dataset=\"lfb_incident\",field=\"date_of_call\",reason=\"missing_value\"} 1",
             "skp_releases_total{kind=\"extract\"} 1",
             "skp_released_rows_total{kind=\"extract\"} 120",
             "skp_release_denials_total{rule=\"aggregate-only\"} 1",

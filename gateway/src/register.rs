@@ -250,7 +250,27 @@ mod tests {
             assert!(!text.contains("jane.analyst"), "no analyst's name");
         }
         assert_eq!(csv.lines().count(), 3);
-        assert!(csv.starts_with("date,agreement,agreement_version,purpose,"));
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], CSV_HEADER.join(","), "the whole header, in order");
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        assert_eq!(
+            r.headers().expect("header").iter().collect::<Vec<_>>(),
+            CSV_HEADER
+        );
+        let cell = |rec: &csv::StringRecord, name: &str| {
+            let i = CSV_HEADER.iter().position(|h| *h == name).expect("column");
+            rec.get(i).expect("cell").to_owned()
+        };
+        let recs: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>().expect("rows");
+        assert_eq!(recs.len(), 2);
+        for (rec, entry) in recs.iter().zip([1, 4]) {
+            assert_eq!(cell(rec, "datasets"), "police_crime;lfb_incident");
+            assert_eq!(cell(rec, "rows"), "143");
+            assert_eq!(cell(rec, "audit_entry"), entry.to_string());
+            assert_eq!(cell(rec, "agreement_version"), "1.2");
+            assert_eq!(cell(rec, "release_id"), "ab".repeat(16));
+            assert_eq!(cell(rec, "released_sha256"), "cd".repeat(32));
+        }
         assert!(!html.contains("<script"));
     }
 

@@ -74,8 +74,65 @@ pub enum BatchError {
 pub struct RecordProblem {
     /// Field at fault, if one.
     pub field: String,
+    /// The kind of fault, as a fixed code (the `reason` label of the rejected-records metric).
+    pub code: RejectReason,
     /// Reason, naming no value.
     pub reason: String,
+}
+
+/// The kind of fault that got a record refused: a short fixed code, never a value or free
+/// text, so it can label a metric (the label's values are exactly [`RejectReason::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectReason {
+    /// A free-text value looks like it holds a raw direct identifier (an NHS number, a
+    /// postcode, ...).
+    RawIdentifier,
+    /// A required field has no value.
+    MissingValue,
+    /// A value of the wrong type, not a real date, too long, or not one of the allowed values.
+    BadValue,
+    /// The record key is not a 32-byte token.
+    BadKey,
+    /// The record carries a different number of values than the batch names fields.
+    BadValueCount,
+    /// A person role the dataset does not have.
+    UnknownRole,
+    /// A token of a kind the role does not derive, or not 32 bytes.
+    BadToken,
+    /// Fuzzy-linkage tokens of another version, a role without a demo recipe, or malformed.
+    BadFuzzyTokens,
+    /// The content hash is not 32 bytes or does not match the record.
+    BadContentHash,
+}
+
+impl RejectReason {
+    /// Every code, in the order of the variants.
+    pub const ALL: [RejectReason; 9] = [
+        Self::RawIdentifier,
+        Self::MissingValue,
+        Self::BadValue,
+        Self::BadKey,
+        Self::BadValueCount,
+        Self::UnknownRole,
+        Self::BadToken,
+        Self::BadFuzzyTokens,
+        Self::BadContentHash,
+    ];
+
+    /// The code as the metric label shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RawIdentifier => "raw_identifier",
+            Self::MissingValue => "missing_value",
+            Self::BadValue => "bad_value",
+            Self::BadKey => "bad_key",
+            Self::BadValueCount => "bad_value_count",
+            Self::UnknownRole => "unknown_role",
+            Self::BadToken => "bad_token",
+            Self::BadFuzzyTokens => "bad_fuzzy_tokens",
+            Self::BadContentHash => "bad_content_hash",
+        }
+    }
 }
 
 /// A batch header checked against the catalog.
@@ -159,17 +216,29 @@ impl BatchPlan<'_> {
         rec: Record,
         received_unix_ms: i64,
     ) -> Result<NewRecord, RecordProblem> {
-        let problem = |field: &str, reason: String| RecordProblem {
+        let problem = |field: &str, code: RejectReason, reason: String| RecordProblem {
             field: field.to_string(),
+            code,
             reason,
         };
-        let record_key = <[u8; 32]>::try_from(rec.record_key.as_slice())
-            .map_err(|_| problem("", "record_key must be a 32-byte token".into()))?;
-        let content_hash = <[u8; 32]>::try_from(rec.content_hash.as_slice())
-            .map_err(|_| problem("", "content_hash must be 32 bytes (SHA-256)".into()))?;
+        let record_key = <[u8; 32]>::try_from(rec.record_key.as_slice()).map_err(|_| {
+            problem(
+                "",
+                RejectReason::BadKey,
+                "record_key must be a 32-byte token".into(),
+            )
+        })?;
+        let content_hash = <[u8; 32]>::try_from(rec.content_hash.as_slice()).map_err(|_| {
+            problem(
+                "",
+                RejectReason::BadContentHash,
+                "content_hash must be 32 bytes (SHA-256)".into(),
+            )
+        })?;
         if rec.values.len() != self.positions.len() {
             return Err(problem(
                 "",
+                RejectReason::BadValueCount,
                 format!(
                     "record carries {} values for the batch's {} fields",
                     rec.values.len(),
@@ -184,17 +253,23 @@ impl BatchPlan<'_> {
         // A raw identifier in free text is the most serious fault: report it before any other.
         for (field, value) in self.sent.iter().zip(&values) {
             if let Some(reason) = raw_identifier_reason(field, value) {
-                return Err(problem(field.name.as_str(), reason));
+                return Err(problem(
+                    field.name.as_str(),
+                    RejectReason::RawIdentifier,
+                    reason,
+                ));
             }
         }
         for (field, value) in self.sent.iter().zip(&values) {
-            check_value(field, value).map_err(|reason| problem(field.name.as_str(), reason))?;
+            check_value(field, value)
+                .map_err(|(code, reason)| problem(field.name.as_str(), code, reason))?;
         }
         let mut tokens = Vec::new();
         for p in &rec.persons {
             let Some(role) = self.dataset.roles.iter().find(|r| r.name == p.role) else {
                 return Err(problem(
                     "",
+                    RejectReason::UnknownRole,
                     format!(
                         "dataset {} has no person role \"{}\"",
                         self.dataset.name,
@@ -206,6 +281,7 @@ impl BatchPlan<'_> {
                 if !role.tokens.iter().any(|r| r.kind == t.kind) {
                     return Err(problem(
                         "",
+                        RejectReason::BadToken,
                         format!(
                             "role {} derives no token of kind \"{}\" in the catalog",
                             role.name,
@@ -216,13 +292,15 @@ impl BatchPlan<'_> {
                 let tok = <[u8; 32]>::try_from(t.token.as_slice()).map_err(|_| {
                     problem(
                         "",
+                        RejectReason::BadToken,
                         format!("role {} token {} must be 32 bytes", role.name, t.kind),
                     )
                 })?;
                 tokens.push((t.kind.clone(), tok));
             }
             if let Some(f) = &p.fuzzy {
-                check_fuzzy(f, role).map_err(|reason| problem("", reason))?;
+                check_fuzzy(f, role)
+                    .map_err(|reason| problem("", RejectReason::BadFuzzyTokens, reason))?;
             }
         }
         let expected = skp_core::content::content_hash(
@@ -235,6 +313,7 @@ impl BatchPlan<'_> {
         if expected != content_hash {
             return Err(problem(
                 "",
+                RejectReason::BadContentHash,
                 "content_hash does not match the record's content".into(),
             ));
         }
@@ -273,14 +352,22 @@ fn raw_identifier_reason(field: &skp_core::Field, value: &Value) -> Option<Strin
 
 /// Checks one value against its field (raw identifiers are checked by
 /// [`raw_identifier_reason`] first). The reason never repeats the value.
-fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), String> {
+fn check_value(field: &skp_core::Field, value: &Value) -> Result<(), (RejectReason, String)> {
     let Some(kind) = &value.kind else {
         return if field.required {
-            Err("required field is missing".into())
+            Err((
+                RejectReason::MissingValue,
+                "required field is missing".into(),
+            ))
         } else {
             Ok(())
         };
     };
+    check_present_value(field, kind).map_err(|reason| (RejectReason::BadValue, reason))
+}
+
+/// [`check_value`] of a value that is there.
+fn check_present_value(field: &skp_core::Field, kind: &Kind) -> Result<(), String> {
     let want = field.ty.as_str();
     match (field.ty, kind) {
         (FieldType::Str, Kind::Text(s)) => {
@@ -504,12 +591,9 @@ mod tests {
         // Tampered content hash.
         let mut bad = good.clone();
         bad.content_hash[0] ^= 1;
-        assert!(
-            p.check(&met, bad, 0)
-                .expect_err("hash")
-                .reason
-                .contains("content_hash")
-        );
+        let e = p.check(&met, bad, 0).expect_err("hash");
+        assert!(e.reason.contains("content_hash"), "{e:?}");
+        assert_eq!(e.code, RejectReason::BadContentHash);
 
         // Wrong type in the first field.
         let mut bad = rec.clone();
@@ -519,18 +603,16 @@ mod tests {
         let bad = sealed(ds, bad, &names);
         let e = p.check(&met, bad, 0).expect_err("type");
         assert_eq!(e.field, names[0]);
+        assert_eq!(e.code, RejectReason::BadValue);
         assert!(e.reason.contains("expected"), "{e:?}");
 
         // Unknown role.
         let mut bad = rec.clone();
         bad.persons[0].role = "witness".into();
         let bad = sealed(ds, bad, &names);
-        assert!(
-            p.check(&met, bad, 0)
-                .expect_err("role")
-                .reason
-                .contains("no person role")
-        );
+        let e = p.check(&met, bad, 0).expect_err("role");
+        assert!(e.reason.contains("no person role"), "{e:?}");
+        assert_eq!(e.code, RejectReason::UnknownRole);
 
         // Fuzzy tokens: well formed are taken; a wrong length or version is refused.
         let fuzzy = |version: &str, present: u32, n: usize| {
@@ -549,6 +631,7 @@ mod tests {
             e.reason.contains("fuzzy tokens: expected 32 bytes"),
             "{e:?}"
         );
+        assert_eq!(e.code, RejectReason::BadFuzzyTokens);
         let e = p
             .check(&met, fuzzy("skp/fuzzy/v0", 1, 16), 0)
             .expect_err("v");
@@ -560,12 +643,31 @@ mod tests {
         let mut bad = rec.clone();
         bad.values[0] = Value { kind: None };
         let bad = sealed(ds, bad, &names);
-        assert!(
-            p.check(&met, bad, 0)
-                .expect_err("missing")
-                .reason
-                .contains("required")
+        let e = p.check(&met, bad, 0).expect_err("missing");
+        assert!(e.reason.contains("required"), "{e:?}");
+        assert_eq!(e.code, RejectReason::MissingValue);
+
+        // A short record key.
+        let mut bad = rec.clone();
+        bad.record_key = vec![1; 31];
+        let bad = sealed(ds, bad, &names);
+        assert_eq!(
+            p.check(&met, bad, 0).expect_err("key").code,
+            RejectReason::BadKey
         );
+    }
+
+    #[test]
+    fn reject_codes_are_distinct_short_snake_case() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in RejectReason::ALL {
+            let s = r.as_str();
+            assert!(
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert!(seen.insert(s), "{s} twice");
+        }
     }
 
     #[test]

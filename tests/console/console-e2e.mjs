@@ -6,10 +6,13 @@
 //   ANALYST_TOKEN      a JWT of role analyst (must be refused)
 //   AGREEMENT          an agreement with releases, to filter the log by
 //   EXPIRED_AGREEMENT  an agreement whose end date has passed
+//   DUE_AGREEMENT      an agreement ending and due for review within 60 days
+//   OVERDUE_AGREEMENT  an agreement in force whose review date has passed
 //   PERSON_TOKENS      KIND:HEX lines of one person; EXPECT_RELEASES how many releases they were in
 //   OUT_DIR            where screenshots (*.png) and the HTML of every page (*.html) go
 //   CHROMIUM           the browser (default /usr/bin/chromium)
-// Exits non-zero with a message on the first step that does not hold.
+// Exits non-zero with a message on the first step that does not hold, after saving the
+// page as it was then (NN-failed.png and NN-failed.html in OUT_DIR, NN the step number).
 
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -43,10 +46,12 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ],
 });
+// The page of the step under way, saved as NN-failed.png/.html if a step fails.
+let page;
 try {
   // The gateway's dev certificate is signed by the dev partnership CA, not a public one.
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
-  const page = await context.newPage();
+  page = await context.newPage();
 
   // Not signed in: every page sends the browser to the sign-in page.
   await page.goto(`${url}/entries`);
@@ -103,6 +108,16 @@ try {
   check((await expired.locator('.status').textContent()).includes('EXPIRED'), 'the expired agreement says EXPIRED');
   const inForce = page.locator(`#agreements tr[data-agreement="${agreement}"] .status`);
   check(!(await inForce.textContent()).includes('EXPIRED'), `${agreement} is not flagged expired`);
+  const due = page.locator(`#agreements tr[data-agreement="${env('DUE_AGREEMENT')}"]`);
+  check((await due.getAttribute('class')) === 'due', 'the agreement ending within 60 days is highlighted as due');
+  const dueText = await due.locator('.status').textContent();
+  check(/ends in \d+ day\(s\)/.test(dueText), `it says when it ends (${dueText})`);
+  check(/review due in \d+ day\(s\)/.test(dueText), `it says when its review is due (${dueText})`);
+  const overdue = page.locator(`#agreements tr[data-agreement="${env('OVERDUE_AGREEMENT')}"]`);
+  check((await overdue.getAttribute('class')) === 'expired', 'the agreement overdue for review is highlighted');
+  const overdueText = await overdue.locator('.status').textContent();
+  check(overdueText.includes('review overdue'), `it says its review is overdue (${overdueText})`);
+  check(!overdueText.includes('EXPIRED'), 'the agreement overdue for review is still in force');
   await save(page, 'agreements');
 
   // Releases per agreement.
@@ -125,6 +140,16 @@ try {
   await page.goto(`${url}/entries`);
   check(new URL(page.url()).pathname === '/login', 'after signing out the log needs a sign-in again');
   console.log('console e2e: all steps passed');
+} catch (err) {
+  if (page) {
+    try {
+      await save(page, 'failed');
+      console.error(`console e2e: the failing page is saved in ${out} as ${String(step).padStart(2, '0')}-failed.png and .html`);
+    } catch (saveErr) {
+      console.error(`console e2e: cannot save the failing page: ${saveErr}`);
+    }
+  }
+  throw err;
 } finally {
   await browser.close();
 }

@@ -7,6 +7,8 @@
 //! - [`run_agent`] runs the `agent` binary; [`agent_client`] is a tonic client of
 //!   `sharing.v1.AgentService` with an optional client certificate.
 //! - [`issue_cert`] mints extra agent certificates (expired, not yet valid, ...) from a PKI's CA.
+//! - [`config_with_console`], [`console_port`] and [`console_request`] reach the gateway's
+//!   console listener (HTTPS) with `curl`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use sharing_proto::v1::agent_service_client::AgentServiceClient;
@@ -458,6 +460,85 @@ impl Drop for GatewayProc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Appends a console listener on a free loopback port (`[console] listen = "127.0.0.1:0"`) to
+/// the PKI's `gateway.toml`, after whatever the test has already added; the config's path.
+pub fn config_with_console(pki: &Pki) -> Result<PathBuf> {
+    let config = pki.gateway_config();
+    let mut cfg = read(&config)?;
+    cfg.push_str("\n[console]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, cfg).with_context(|| format!("cannot write {}", config.display()))?;
+    Ok(config)
+}
+
+/// The console's port, from the running gateway's log line `console listening ... 127.0.0.1:PORT`
+/// (start the gateway with [`config_with_console`]).
+pub fn console_port(gw: &GatewayProc) -> Result<String> {
+    let log = gw.log();
+    log.lines()
+        .find(|l| l.contains("console listening"))
+        .and_then(|l| l.rsplit("127.0.0.1:").next())
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|port| !port.is_empty())
+        .with_context(|| format!("no console address in the log:\n{log}"))
+}
+
+/// A `curl` request to the console at `https://localhost:<port><path>`, trusting the PKI's CA: a
+/// GET, or a POST of the urlencoded `form` fields when there are any, with
+/// `Authorization: Bearer <token>` when a token is given. The token and the form values reach
+/// curl in files of a private temporary directory, never on its command line (which `ps` shows
+/// to every user). Returns the HTTP status and the body, whatever the status.
+pub fn console_request(
+    pki: &Pki,
+    port: &str,
+    path: &str,
+    token: Option<&str>,
+    form: &[(&str, &str)],
+) -> Result<(u16, String)> {
+    let dir = tempfile::tempdir_in(pki.path()).context("cannot make a directory for curl")?;
+    let body = dir.path().join("body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "-w", "%{http_code}", "-o"])
+        .arg(&body)
+        .arg("--cacert")
+        .arg(pki.path().join("ca.pem"));
+    if let Some(token) = token {
+        let header = dir.path().join("header");
+        std::fs::write(&header, format!("Authorization: Bearer {}\n", token.trim()))
+            .context("cannot write the header file for curl")?;
+        cmd.arg("-H").arg(format!("@{}", header.display()));
+    }
+    for (i, (name, value)) in form.iter().enumerate() {
+        // `name@file`: curl reads the value from the file (newlines included) and encodes it.
+        let file = dir.path().join(format!("form-{i}"));
+        std::fs::write(&file, value).context("cannot write a form field for curl")?;
+        cmd.arg("--data-urlencode")
+            .arg(format!("{name}@{}", file.display()));
+    }
+    let o = cmd
+        .arg(format!("https://localhost:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run curl")?;
+    if !o.status.success() {
+        bail!("curl {path} failed: {}", text(&o));
+    }
+    let status = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("curl {path} printed no HTTP status: {}", text(&o)))?;
+    let body = match std::fs::read_to_string(&body) {
+        Ok(b) => b,
+        // No body at all: curl made no file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).context("cannot read the body curl received"),
+    };
+    Ok((status, body))
 }
 
 /// Runs the `agent` binary with `args` and collects its output (no timeout).

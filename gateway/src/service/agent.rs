@@ -176,7 +176,12 @@ impl AgentService for AgentSvc {
                 match plan.check(&agency, rec, now_ms) {
                     Ok(r) => good.push(r),
                     Err(p) => {
-                        crate::metrics::global().rejected(agency.as_str(), &dataset, &p.field);
+                        crate::metrics::global().rejected(
+                            agency.as_str(),
+                            &dataset,
+                            &p.field,
+                            p.code,
+                        );
                         rejected += 1;
                         summary.rejected += 1;
                         counts.rejected += 1;

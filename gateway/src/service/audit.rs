@@ -57,23 +57,29 @@ type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> +
 /// A query's filters, checked.
 pub(crate) struct Filter {
     q: pb::AuditQuery,
+    /// `from_time` and `to_time` as instants (compared as instants: `10:00:00.000Z` is not
+    /// before `10:00:00Z`, as the strings would have it).
+    from: Option<time::OffsetDateTime>,
+    to: Option<time::OffsetDateTime>,
 }
 
 impl Filter {
     pub(crate) fn new(q: pb::AuditQuery) -> Result<Filter, Status> {
-        for (name, t) in [("from_time", &q.from_time), ("to_time", &q.to_time)] {
-            let ok = t.is_empty()
-                || (t.len() >= 4
-                    && t.len() <= 30
-                    && t.bytes().take(4).all(|b| b.is_ascii_digit())
-                    && t.bytes()
-                        .all(|b| b.is_ascii_digit() || b"-:TZ.".contains(&b)));
-            if !ok {
-                return Err(Status::invalid_argument(format!(
-                    "{name} must be an RFC 3339 UTC time or date such as 2026-11-25 or 2026-11-25T13:00:00Z"
-                )));
+        let mut bounds = [None, None];
+        for (bound, (name, t)) in bounds
+            .iter_mut()
+            .zip([("from_time", &q.from_time), ("to_time", &q.to_time)])
+        {
+            if t.is_empty() {
+                continue;
             }
+            *bound = Some(parse_bound(t).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{name} must be an RFC 3339 UTC time or date such as 2026-11-25 or 2026-11-25T13:00:00Z"
+                ))
+            })?);
         }
+        let [from, to] = bounds;
         for (name, v) in [
             ("actor", &q.actor),
             ("agency", &q.agency),
@@ -88,7 +94,7 @@ impl Filter {
                 )));
             }
         }
-        Ok(Filter { q })
+        Ok(Filter { q, from, to })
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -114,8 +120,14 @@ impl Filter {
     pub(crate) fn matches(&self, e: &Entry) -> bool {
         let q = &self.q;
         let eq = |want: &str, have: &str| want.is_empty() || want == have;
-        (q.from_time.is_empty() || e.time.as_str() >= q.from_time.as_str())
-            && (q.to_time.is_empty() || e.time.as_str() < q.to_time.as_str())
+        let in_time = match (self.from, self.to) {
+            (None, None) => true,
+            (from, to) => {
+                time::OffsetDateTime::parse(&e.time, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|t| from.is_none_or(|f| t >= f) && to.is_none_or(|u| t < u))
+            }
+        };
+        in_time
             && eq(&q.actor, &e.actor.id)
             && eq(&q.agency, e.actor.agency.as_deref().unwrap_or(""))
             && eq(&q.action, e.action.as_str())
@@ -129,6 +141,39 @@ impl Filter {
                 e.agreement.as_ref().map_or("", |a| a.purpose.as_str()),
             )
     }
+}
+
+/// A time filter's bound: an RFC 3339 instant (`2026-11-25T13:00:00Z`, with a fraction or an
+/// offset), or in UTC a date, a date and time without offset (`2026-11-25`,
+/// `2026-11-25T13:00`, `2026-11-25T13:00:00.5`), a month or a year (`2026-11`, `2026`), each
+/// meaning its first instant.
+fn parse_bound(t: &str) -> Option<time::OffsetDateTime> {
+    use time::macros::format_description;
+    if t.len() > 30 {
+        return None;
+    }
+    if let Ok(x) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+        return Some(x);
+    }
+    let t = t.strip_suffix('Z').unwrap_or(t);
+    let (date, clock) = t.split_once('T').unwrap_or((t, ""));
+    let date = match date.len() {
+        4 => format!("{date}-01-01"),
+        7 => format!("{date}-01"),
+        _ => date.to_owned(),
+    };
+    let date = time::Date::parse(&date, format_description!("[year]-[month]-[day]")).ok()?;
+    let clock = match clock.len() {
+        0 => time::Time::MIDNIGHT,
+        5 => time::Time::parse(clock, format_description!("[hour]:[minute]")).ok()?,
+        8 => time::Time::parse(clock, format_description!("[hour]:[minute]:[second]")).ok()?,
+        _ => time::Time::parse(
+            clock,
+            format_description!("[hour]:[minute]:[second].[subsecond]"),
+        )
+        .ok()?,
+    };
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
 }
 
 #[tonic::async_trait]
@@ -374,3 +419,7 @@ impl AuditService for AuditSvc {
         )))
     }
 }
+
+#[cfg(test)]
+#[path = "audit_filter_tests.rs"]
+mod filter_tests;
