@@ -1,8 +1,9 @@
 //! Resource limits end to end (issue 8 item 2): each `[limits]` setting refuses over real mTLS
 //! gRPC with its status and a message naming the setting, each refusal is in the audit log
-//! (floods are counted, not logged one entry per call), a flood of calls leaves the gateway's
-//! memory bounded and the gateway serving, and a bad setting refuses start-up naming the file,
-//! the key and the range.
+//! (floods are counted, not logged one entry per call), a call still busy at
+//! `request_timeout_secs` ends `DEADLINE_EXCEEDED` naming it, a flood of calls leaves the
+//! gateway's memory bounded and the gateway serving, and a bad setting refuses start-up naming
+//! the file, the key and the range.
 
 use anyhow::{Context, Result, ensure};
 use e2e::{
@@ -18,7 +19,23 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const MAX_BATCH: usize = 300;
 
+/// `stream_idle_secs` of [`limited_config`].
+const STREAM_IDLE_SECS: u64 = 4;
+
+/// `request_timeout_secs` of [`limited_config`]: longer than [`STREAM_IDLE_SECS`], so that an idle
+/// stream is closed by that limit first, and than any other call of these tests.
+const REQUEST_TIMEOUT_SECS: u64 = 6;
+
 /// A gateway config with small limits.
+/// The timing-sensitive tests of this file run one at a time: each waits on its gateway's
+/// clocks (an idle stream's 4 s, a call's 6 s), and a flood on a 2-core machine beside them can
+/// starve a stream's admission past those windows.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 fn limited_config(pki: &Pki) -> Result<std::path::PathBuf> {
     let config = pki.gateway_config();
     let text = std::fs::read_to_string(&config)?;
@@ -26,8 +43,9 @@ fn limited_config(pki: &Pki) -> Result<std::path::PathBuf> {
         "[limits]\n",
         &format!(
             "[limits]\nmax_batch_records = {MAX_BATCH}\nmax_release_rows = 5\n\
-             max_streams_per_agency = 1\nstream_idle_secs = 4\nuser_calls_per_min = 30\n\
-             max_calls_per_user = 2\n"
+             max_streams_per_agency = 1\nstream_idle_secs = {STREAM_IDLE_SECS}\n\
+             user_calls_per_min = 30\nmax_calls_per_user = 2\n\
+             request_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"
         ),
         1,
     );
@@ -60,6 +78,19 @@ fn crafted(records: usize, seed: u8) -> IngestBatch {
             .collect(),
         batch_id: format!("crafted#{seed}"),
     }
+}
+
+/// `batches` one-record batches of lfb, the first at once and each next `every` later.
+fn trickle(batches: u8, every: Duration) -> impl futures::Stream<Item = IngestBatch> {
+    futures::stream::unfold(0u8, move |i| async move {
+        if i >= batches {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        Some((crafted(1, i), i + 1))
+    })
 }
 
 async fn analyst_client(pki: &Pki, gw: &GatewayProc) -> Result<AnalystServiceClient<Channel>> {
@@ -104,6 +135,7 @@ fn limit_entries<'a>(entries: &'a [Entry], setting: &str) -> Vec<&'a Entry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_limit_refuses_with_its_status_and_is_audited() -> Result<()> {
+    let _serial = one_at_a_time().await;
     let pki = Pki::new()?;
     let config = limited_config(&pki)?;
     let mut gw = GatewayProc::start(&config)?;
@@ -233,8 +265,60 @@ async fn each_limit_refuses_with_its_status_and_is_audited() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_still_busy_at_request_timeout_ends_deadline_exceeded_naming_it_and_is_audited()
+-> Result<()> {
+    let _serial = one_at_a_time().await;
+    let pki = Pki::new()?;
+    let config = limited_config(&pki)?;
+    let mut gw = GatewayProc::start(&config)?;
+    let ca = pki.ca_pem()?;
+    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
+    let mut lfb = agent_client(&ca, Some((&cert, &key)), gw.addr).await?;
+
+    // A batch every 300 ms, never idle for stream_idle_secs, for four times the limit (the
+    // stream ends by itself if the limit does not end it).
+    let every = Duration::from_millis(300);
+    let batches = (REQUEST_TIMEOUT_SECS * 4 * 1000 / every.as_millis() as u64) as u8;
+    let s = lfb
+        .ingest(trickle(batches, every))
+        .await
+        .expect_err("a stream busy for longer than request_timeout_secs was let run");
+    assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+    assert!(
+        s.message().starts_with(&format!(
+            "limits.request_timeout_secs: the call took longer than {REQUEST_TIMEOUT_SECS} s"
+        )),
+        "{s:?}"
+    );
+    assert!(
+        s.message()
+            .contains("batches taken in before it are stored"),
+        "{s:?}"
+    );
+
+    let export = pki.path().join("audit.txt");
+    export_audit(&pki, &gw, &export)?;
+    let entries = audit_entries(&export)?;
+    let found = limit_entries(&entries, "limits.request_timeout_secs");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].actor.kind, "agent");
+    assert_eq!(found[0].actor.agency.as_deref(), Some("lfb"));
+    assert_eq!(found[0].decision.as_str(), "deny");
+    // The batches taken in before the limit ended the stream are stored and audited.
+    ensure!(
+        entries.iter().any(|e| e.action.as_str() == "ingest"
+            && e.actor.agency.as_deref() == Some("lfb")
+            && e.seq < found[0].seq),
+        "no batch of the stream was stored before it was ended"
+    );
+    ensure!(gw.stop()?.success(), "gateway did not stop cleanly");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_calls_is_refused_in_bounded_memory_and_the_gateway_keeps_serving() -> Result<()>
 {
+    let _serial = one_at_a_time().await;
     let pki = Pki::new()?;
     let config = limited_config(&pki)?;
     let mut gw = GatewayProc::start(&config)?;

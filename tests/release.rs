@@ -1995,3 +1995,148 @@ fn linkage_goes_only_through_granted_rows_and_roles() -> Result<()> {
     ensure!(gw.stop()?.success(), "the gateway did not stop cleanly");
     Ok(())
 }
+
+/// A one-row police_crime export: the first row of `raw` the serious-violence filter admits,
+/// under a new crime reference (a record the gateway has not seen).
+fn one_more_crime(raw: &Path, out: &Path) -> Result<()> {
+    let codes = sv_offence_codes()?;
+    let (header, rows) = read_csv(raw)?;
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{} has no column {name}", raw.display()))
+    };
+    let (key, code) = (col("crime_ref")?, col("ho_offence_code")?);
+    let mut row = rows
+        .into_iter()
+        .find(|r| codes.contains(&r[code]))
+        .context("no row of the export is admitted by the serious-violence filter")?;
+    row[key] = "differencing-one-more".into();
+    let mut w = csv::Writer::from_path(out)?;
+    w.write_record(&header)?;
+    w.write_record(&row)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Case 22, differencing: a table, the same records counted by other fields (released, flagged
+/// by a count of earlier tables, naming none, verifies), one more record pushed, the first table
+/// asked again: refused by `disclosure.differencing` (PermissionDenied) without naming the
+/// earlier release to the analyst, nothing written, and the audit export holds the deny entry
+/// naming the rule and, for auditors, the earlier release.
+#[test]
+fn a_table_asked_again_after_one_more_record_is_refused_as_differencing() -> Result<()> {
+    let pki = Pki::new()?;
+    let mut gw = GatewayProc::start(&pki.gateway_config())?;
+    let exports = pki.path().join("exports");
+    let crime = synth_catalog("met-police", 300, SEED, &exports)?
+        .remove("police_crime")
+        .context("no police_crime export")?;
+    push_ok(&pki, &gw, "met-police", "police_crime", &crime)?;
+    let analyst = pki.analyst_config();
+    let base = pki.path().join("differencing");
+    let table = |by: &str, out: &Path| {
+        run_aggregate(&analyst, &gw, SV, SV_PURPOSE, "police_crime", by, out)
+    };
+
+    let first_dir = base.join("by-ward");
+    succeeded(table("wd22cd", &first_dir)?, "the first table")?;
+    let first = manifest_in(&first_dir)?;
+    ensure!(first.release.shares_population_with_earlier_tables == 0);
+
+    // The same records by other fields: released, naming the first, and it verifies.
+    let linked_dir = base.join("by-group");
+    succeeded(table("ho_offence_group", &linked_dir)?, "the linked table")?;
+    let linked = manifest_in(&linked_dir)?;
+    assert_eq!(linked.release.shares_population_with_earlier_tables, 1);
+    let sent = std::fs::read_to_string(linked_dir.join("manifest.json"))?;
+    ensure!(
+        !sent.contains(&first.release.release_id),
+        "the linked table's manifest names the earlier release"
+    );
+    succeeded(
+        verify_release(&pki, &linked_dir)?,
+        "verify-release of the linked table",
+    )?;
+
+    // One more record, then the first table again.
+    let one = exports.join("one-more-crime.csv");
+    one_more_crime(&crime, &one)?;
+    push_ok(&pki, &gw, "met-police", "police_crime", &one)?;
+    let again_dir = base.join("by-ward-again");
+    let again = table("wd22cd", &again_dir)?;
+    ensure!(
+        !again.status.success(),
+        "the table one record later was released: {}",
+        text(&again)
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    ensure!(err.contains("PermissionDenied"), "{}", text(&again));
+    ensure!(
+        err.contains("denied by rule disclosure.differencing:"),
+        "{}",
+        text(&again)
+    );
+    ensure!(
+        err.contains("an earlier table of police_crime (released "),
+        "the refusal says an earlier table is too close: {}",
+        text(&again)
+    );
+    ensure!(
+        !err.contains(&first.release.release_id) && !err.contains(&linked.release.release_id),
+        "the refusal names an earlier release to the analyst: {}",
+        text(&again)
+    );
+    ensure!(
+        folder_names(&again_dir)?.is_empty(),
+        "files written: {:?}",
+        folder_names(&again_dir)?
+    );
+    let n = refusal_entry(&again).with_context(|| format!("no audit entry: {}", text(&again)))?;
+
+    let entries = exported_entries(&pki, &gw, "audit.txt")?;
+    let e = entries
+        .iter()
+        .find(|e| e.seq == n)
+        .with_context(|| format!("audit entry {n} not exported"))?;
+    assert_eq!(e.action.as_str(), "deny");
+    assert_eq!(e.decision.as_str(), "deny");
+    assert_eq!(e.actor.id, "rbk-analyst");
+    let reason = e.reason.as_deref().unwrap_or_default();
+    ensure!(
+        reason.starts_with("disclosure.differencing: ")
+            && [&first, &linked].iter().any(|m| {
+                reason.contains(&format!(
+                    "the earlier table is release {} (audit entry {}",
+                    m.release.release_id, m.audit.entry_index
+                ))
+            }),
+        "reason {reason:?}"
+    );
+    assert!(e.release.is_none() && e.released_sha256.is_none());
+    let linked_entry = entries
+        .iter()
+        .find(|e| e.seq == linked.audit.entry_index)
+        .context("the linked table's entry")?;
+    ensure!(
+        linked_entry
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("disclosure.linked-tables: ")
+                && r.contains("the records of 1 earlier table(s) of police_crime")
+                && !r.contains(&first.release.release_id)),
+        "the linked table's entry: {:?}",
+        linked_entry.reason
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.action.as_str() == "release")
+            .count(),
+        2,
+        "two tables released"
+    );
+    ensure!(gw.stop()?.success(), "the gateway did not stop cleanly");
+    Ok(())
+}

@@ -224,7 +224,9 @@ impl Kind {
 pub enum Outcome {
     /// It succeeded.
     Ok,
-    /// `RESOURCE_EXHAUSTED`: refused by the named `[limits]` setting.
+    /// Refused by a configured rule, named: a `[limits]` setting (`RESOURCE_EXHAUSTED`), or
+    /// disclosure control over time (`disclosure.differencing`, `PERMISSION_DENIED`: a table
+    /// asked again when fewer than `min_cell` records changed since the last one).
     RateLimited(String),
     /// Anything else: the status code (or a bench-side failure) and the message.
     Error(String, String),
@@ -318,10 +320,15 @@ impl Backoff {
 pub fn classify(s: &Status) -> Outcome {
     if s.code() == Code::ResourceExhausted {
         Outcome::RateLimited(limit_name(s.message()))
+    } else if s.code() == Code::PermissionDenied && s.message().contains(DIFFERENCING) {
+        Outcome::RateLimited(DIFFERENCING.into())
     } else {
         Outcome::Error(format!("{:?}", s.code()), s.message().to_string())
     }
 }
+
+/// The rule refusing a table too close to an earlier one.
+const DIFFERENCING: &str = "disclosure.differencing";
 
 /// The `limits.*` setting a refusal names (`refused by limits.agency_calls_per_min: ...`).
 fn limit_name(message: &str) -> String {
@@ -553,7 +560,7 @@ impl Report {
             .collect();
         let _ = writeln!(
             t,
-            "rate-limited (RESOURCE_EXHAUSTED, by setting): {}",
+            "rate-limited or refused by rule (RESOURCE_EXHAUSTED by setting; disclosure.differencing): {}",
             if limited.is_empty() {
                 "none".into()
             } else {
@@ -1178,6 +1185,16 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1));
         assert_eq!(percentile(&[7], 0.99), Some(7));
         assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn a_differencing_refusal_is_counted_apart_from_errors() {
+        let s = Status::permission_denied(
+            "disclosure.differencing: this table's records differ from an earlier table's by fewer than 10",
+        );
+        assert_eq!(classify(&s), Outcome::RateLimited(DIFFERENCING.into()));
+        let other = Status::permission_denied("not-a-recipient: ...");
+        assert!(matches!(classify(&other), Outcome::Error(..)));
     }
 
     #[test]

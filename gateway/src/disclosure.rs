@@ -44,7 +44,10 @@
 //!   7). Required-width protection levels (tau-argus style) are not implemented.
 //! - Only one table is considered. Differencing across releases (two tables sharing a margin,
 //!   overlapping geographies or time windows, "total minus one category") is not prevented
-//!   here; it must be blocked or flagged by the release log.
+//!   here: [`crate::release::differencing`] compares each new table's counted record versions
+//!   with the earlier tables of its dataset (any agreement, purpose or analyst), refuses one
+//!   that differs by `1..min_cell` (the smaller of the two purposes') and flags one counting the
+//!   same records by other fields.
 //! - With `min_cell = 2` a suppressed `1` is known from the threshold alone; such entries are
 //!   skipped by the audit (nothing can protect them). Use `min_cell >= 3`.
 //! - Only two-way tables. An n-way table flattened to rows x columns is protected for those

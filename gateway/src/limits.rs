@@ -35,8 +35,12 @@ pub struct Limits {
     pub user_calls_per_min: u32,
     /// Releases built at once, gateway-wide; more wait their turn (`max_concurrent_releases`).
     pub max_concurrent_releases: usize,
-    /// Time a call may take: waiting for a release slot, or a whole unary call
-    /// (`request_timeout_secs`).
+    /// Time a call may take until its answer begins (`request_timeout_secs`): all of a unary
+    /// call or of an ingest stream; for a release (Extract, Aggregate) or an audit query or
+    /// export, the wait for a release slot, the work and its audit entry, up to the first byte
+    /// sent. A transfer already under way is not cut. Beyond it the call ends with
+    /// `DEADLINE_EXCEEDED` naming the setting, audited as a `limit` entry; a caller's own shorter
+    /// `grpc-timeout` ends it the same way, unaudited (see [`crate::service::deadline`]).
     pub request_timeout: Duration,
     /// Time an ingest stream may stay silent between batches (`stream_idle_secs`).
     pub stream_idle_timeout: Duration,
@@ -58,6 +62,24 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(600),
             stream_idle_timeout: Duration::from_secs(120),
             max_connection_streams: 64,
+        }
+    }
+}
+
+/// Whom a refusal is counted against: the identities the limiter keys callers by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKey {
+    /// An agency, proven by its client certificate.
+    Agency(String),
+    /// A person, by the subject of a verified JWT.
+    User(String),
+}
+
+impl CallerKey {
+    fn key(&self) -> String {
+        match self {
+            CallerKey::Agency(a) => format!("agency:{a}"),
+            CallerKey::User(sub) => format!("user:{sub}"),
         }
     }
 }
@@ -125,10 +147,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut callers = match self.inner.callers.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
+        let mut callers = crate::unpoisoned(self.inner.callers.lock());
         if let Some(c) = callers.get_mut(&self.key) {
             c.active = c.active.saturating_sub(1);
         }
@@ -153,6 +172,35 @@ impl Limiter {
         &self.inner.limits
     }
 
+    /// A refusal by `limit` of a call of `caller` already admitted (its deadline passed, say),
+    /// audited like refusals at admission: at most one entry per caller and limit a second, the
+    /// next counting those in between.
+    pub fn refuse(&self, caller: &CallerKey, limit: &'static str, message: String) -> Refusal {
+        self.refuse_at(caller, limit, message, Instant::now())
+    }
+
+    fn refuse_at(
+        &self,
+        caller: &CallerKey,
+        limit: &'static str,
+        message: String,
+        now: Instant,
+    ) -> Refusal {
+        let burst = match caller {
+            CallerKey::Agency(_) => bucket_size(self.inner.limits.agency_calls_per_min),
+            CallerKey::User(_) => bucket_size(self.inner.limits.user_calls_per_min),
+        };
+        let key = caller.key();
+        let mut callers = self.lock();
+        make_room(&mut callers, &key);
+        let c = caller_entry(&mut callers, key, now, burst);
+        Refusal {
+            limit,
+            message,
+            audit: audit_turn(c, limit, now),
+        }
+    }
+
     /// Admits an ingest or withdrawal call of `agency`.
     pub fn agency_call(&self, agency: &str, streaming: bool) -> Result<Permit, Refusal> {
         let l = &self.inner.limits;
@@ -162,7 +210,7 @@ impl Limiter {
             usize::MAX
         };
         self.admit(
-            format!("agency:{agency}"),
+            CallerKey::Agency(agency.to_owned()).key(),
             l.agency_calls_per_min,
             ("limits.agency_calls_per_min", "calls a minute"),
             max_active,
@@ -178,7 +226,7 @@ impl Limiter {
     pub fn user_call(&self, sub: &str) -> Result<Permit, Refusal> {
         let l = &self.inner.limits;
         self.admit(
-            format!("user:{sub}"),
+            CallerKey::User(sub.to_owned()).key(),
             l.user_calls_per_min,
             ("limits.user_calls_per_min", "calls a minute"),
             l.max_calls_per_user,
@@ -194,7 +242,12 @@ impl Limiter {
         let now = Instant::now();
         let mut callers = self.lock();
         let burst = bucket_size(self.inner.limits.agency_calls_per_min);
-        let c = caller(&mut callers, format!("agency:{agency}"), now, burst);
+        let c = caller_entry(
+            &mut callers,
+            CallerKey::Agency(agency.to_owned()).key(),
+            now,
+            burst,
+        );
         let elapsed = now.saturating_duration_since(c.records_at).as_secs_f64();
         c.record_debt = (c.record_debt - elapsed * rate).max(0.0);
         c.records_at = now;
@@ -209,10 +262,7 @@ impl Limiter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Caller>> {
-        match self.inner.callers.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        }
+        crate::unpoisoned(self.inner.callers.lock())
     }
 
     fn admit(
@@ -226,10 +276,8 @@ impl Limiter {
     ) -> Result<Permit, Refusal> {
         let burst = bucket_size(per_min);
         let mut callers = self.lock();
-        if callers.len() >= MAX_CALLERS && !callers.contains_key(&key) {
-            callers.retain(|_, c| c.active > 0);
-        }
-        let c = caller(&mut callers, key.clone(), now, burst);
+        make_room(&mut callers, &key);
+        let c = caller_entry(&mut callers, key.clone(), now, burst);
         let per_sec = f64::from(per_min) / 60.0;
         let elapsed = now.saturating_duration_since(c.calls_at).as_secs_f64();
         c.calls = (c.calls + elapsed * per_sec).min(burst);
@@ -263,22 +311,11 @@ impl Limiter {
                     key,
                 })
             }
-            Some((limit, message)) => {
-                let slot = c.audited.entry(limit).or_insert((now, 0));
-                let audit = if slot.1 == 0 || now.duration_since(slot.0) >= Duration::from_secs(1) {
-                    let earlier = if slot.1 == 0 { 0 } else { slot.1 - 1 };
-                    *slot = (now, 1);
-                    Some(earlier)
-                } else {
-                    slot.1 += 1;
-                    None
-                };
-                Err(Refusal {
-                    limit,
-                    message,
-                    audit,
-                })
-            }
+            Some((limit, message)) => Err(Refusal {
+                limit,
+                message,
+                audit: audit_turn(c, limit, now),
+            }),
         }
     }
 }
@@ -288,7 +325,28 @@ fn bucket_size(per_min: u32) -> f64 {
     (f64::from(per_min) / 6.0).max(1.0)
 }
 
-fn caller(
+/// Whether a refusal of `c` by `limit` at `now` is audited: `Some(n)` (with `n` refusals since
+/// the last entry) when none was audited in the last second, else `None` (counted).
+fn audit_turn(c: &mut Caller, limit: &'static str, now: Instant) -> Option<u64> {
+    let slot = c.audited.entry(limit).or_insert((now, 0));
+    if slot.1 == 0 || now.duration_since(slot.0) >= Duration::from_secs(1) {
+        let earlier = if slot.1 == 0 { 0 } else { slot.1 - 1 };
+        *slot = (now, 1);
+        Some(earlier)
+    } else {
+        slot.1 += 1;
+        None
+    }
+}
+
+/// Keeps the table within [`MAX_CALLERS`] before `key` is added: idle callers go first.
+fn make_room(callers: &mut HashMap<String, Caller>, key: &str) {
+    if callers.len() >= MAX_CALLERS && !callers.contains_key(key) {
+        callers.retain(|_, c| c.active > 0);
+    }
+}
+
+fn caller_entry(
     callers: &mut HashMap<String, Caller>,
     key: String,
     now: Instant,
@@ -357,6 +415,46 @@ mod tests {
         assert_eq!(r.audit, Some(1), "the next entry counts the one in between");
         assert!(r.audit_reason().contains("1 more refusal"));
         assert!(admit(t0 + Duration::from_secs(6)).is_ok(), "refilled");
+    }
+
+    #[test]
+    fn refusals_of_admitted_calls_are_audited_once_a_second_per_caller_and_limit() {
+        let l = Limiter::new(limits());
+        let t0 = Instant::now();
+        let ann = CallerKey::User("ann".into());
+        let slow = |who: &CallerKey, limit, t| l.refuse_at(who, limit, "too slow".into(), t);
+        let r = slow(&ann, "limits.request_timeout_secs", t0);
+        assert_eq!(r.audit, Some(0), "the first is audited");
+        assert_eq!(r.audit_reason(), "limits.request_timeout_secs: too slow");
+        let r = slow(
+            &ann,
+            "limits.request_timeout_secs",
+            t0 + Duration::from_millis(10),
+        );
+        assert_eq!(r.audit, None, "within a second: counted, not audited");
+        let agency = CallerKey::Agency("ann".into());
+        let r = slow(
+            &agency,
+            "limits.request_timeout_secs",
+            t0 + Duration::from_millis(20),
+        );
+        assert_eq!(
+            r.audit,
+            Some(0),
+            "an agency is another caller, whatever its name"
+        );
+        let r = slow(
+            &ann,
+            "limits.stream_idle_secs",
+            t0 + Duration::from_millis(30),
+        );
+        assert_eq!(r.audit, Some(0), "another limit");
+        let r = slow(
+            &ann,
+            "limits.request_timeout_secs",
+            t0 + Duration::from_millis(1100),
+        );
+        assert_eq!(r.audit, Some(1), "the next entry counts the one in between");
     }
 
     #[test]

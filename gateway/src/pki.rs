@@ -384,37 +384,11 @@ fn reason(code: u8) -> Option<RevocationReason> {
     })
 }
 
-/// Replaces `path` with `text` atomically: a temporary file in the same directory, written and
-/// fsynced, renamed over `path`, then the directory fsynced. A reader sees the old file or the
-/// new one, never a part.
+/// Replaces `path` with `text` atomically, with permission bits `mode` ([`crate::durable`]:
+/// a temporary file in the same directory, written and fsynced, renamed over `path`, then the
+/// directory fsynced). A reader sees the old file or the new one, never a part.
 fn write_atomic(path: &Path, text: &str, mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot rename {} to {}", tmp.display(), path.display())
-    })?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
-    Ok(())
+    Ok(crate::durable::replace(path, text.as_bytes(), mode)?)
 }
 
 /// Issues an agent client certificate (PEM cert, PEM key) with the agency's SPIFFE SAN URI.

@@ -8,6 +8,7 @@ use crate::service::Shared;
 use crate::service::agent::AgentSvc;
 use crate::service::analyst::AnalystSvc;
 use crate::service::audit::AuditSvc;
+use crate::service::deadline::Deadlined;
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use sharing_proto::v1::agent_service_server::AgentServiceServer;
@@ -155,14 +156,21 @@ pub async fn start(config: &GatewayConfig, listen: Option<SocketAddr>) -> Result
         Some(audit.clone()),
     );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // The whole-call deadline (`limits.request_timeout_secs`) is the services' own, not tonic's
+    // `Server::timeout`: that one answers `CANCELLED` without naming the setting and audits
+    // nothing. Tonic's own timer for a caller's `grpc-timeout` wraps these layers, so it starts
+    // just before the stamp dates the call; the services answer `CALLER_MARGIN` early so that
+    // their `DEADLINE_EXCEEDED` still comes first (see `service::deadline`).
     let router = tonic::transport::Server::builder()
-        .timeout(config.limits.request_timeout)
+        .layer(tonic::service::InterceptorLayer::new(
+            crate::service::deadline::stamp,
+        ))
         .max_concurrent_streams(config.limits.max_connection_streams)
         .add_service(health)
         .add_service(reflection)
-        .add_service(agent)
-        .add_service(analyst)
-        .add_service(auditor);
+        .add_service(Deadlined::new(agent, shared.clone()))
+        .add_service(Deadlined::new(analyst, shared.clone()))
+        .add_service(Deadlined::new(auditor, shared.clone()));
     let datasets = catalog.datasets().count();
     let task = tokio::spawn(async move {
         router

@@ -104,6 +104,10 @@ struct Inner {
     /// Test fault: this many more fdatasyncs fail after the group's bytes are written.
     #[cfg(test)]
     fail_sync: std::sync::atomic::AtomicUsize,
+    /// Test fault: while true, the writer holds the group it has taken (see
+    /// [`AuditLog::stall_appends`]).
+    #[cfg(test)]
+    stall: (Mutex<bool>, std::sync::Condvar),
 }
 
 struct Job {
@@ -197,6 +201,8 @@ impl AuditLog {
             fail_next: std::sync::atomic::AtomicUsize::new(0),
             #[cfg(test)]
             fail_sync: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            stall: (Mutex::new(false), std::sync::Condvar::new()),
         });
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let writer = Writer {
@@ -384,6 +390,18 @@ impl AuditLog {
             .fail_sync
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Test fault: while `stalled`, the writer holds every append it takes (a disk that stopped
+    /// answering): it writes nothing, leaves the tree as it is and answers no caller; appends
+    /// queue behind it. `stall_appends(false)` releases them, and they are written and answered
+    /// as usual. Stop the stall before [`AuditLog::shutdown`], which waits for the writer.
+    #[cfg(test)]
+    pub(crate) fn stall_appends(&self, stalled: bool) {
+        let (flag, changed) = &self.inner.stall;
+        let mut f = crate::unpoisoned(flag.lock());
+        *f = stalled;
+        changed.notify_all();
+    }
 }
 
 impl Inner {
@@ -418,6 +436,15 @@ impl Inner {
 
 #[cfg(test)]
 impl Inner {
+    /// Blocks the writer while [`AuditLog::stall_appends`] holds it.
+    fn wait_while_stalled(&self) {
+        let (flag, changed) = &self.stall;
+        let mut f = crate::unpoisoned(flag.lock());
+        while *f {
+            f = crate::unpoisoned(changed.wait(f));
+        }
+    }
+
     /// Answers jobs with the injected fault while [`AuditLog::fail_next_appends`] asks for it.
     fn refuse_injected(&self, jobs: Vec<Job>) -> Vec<Job> {
         use std::sync::atomic::Ordering::SeqCst;
@@ -522,6 +549,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            #[cfg(test)]
+            self.inner.wait_while_stalled();
             #[cfg(test)]
             let mut jobs = self.inner.refuse_injected(jobs);
             if let Err(reason) = self.recover_if_failed() {
@@ -1112,5 +1141,35 @@ mod tests {
         assert!(log.failure().is_none());
         close(log);
         assert_eq!(open(dir.path()).expect("reopen").size(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_writer_holds_appends_untouched_until_released() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = entries_path(dir.path());
+        let log = open(dir.path()).expect("open");
+        log.append_one(entry(0)).await.expect("append");
+        let durable = std::fs::metadata(&path).expect("meta").len();
+        log.stall_appends(true);
+        let held = {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(vec![entry(1), entry(2)]).await })
+        };
+        let later = {
+            let log = log.clone();
+            tokio::spawn(async move { log.append_one(entry(3)).await })
+        };
+        // However long it is held, nothing is answered, written or added to the tree.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!held.is_finished() && !later.is_finished());
+            assert_eq!(log.size(), 1);
+            assert_eq!(std::fs::metadata(&path).expect("meta").len(), durable);
+        }
+        log.stall_appends(false);
+        assert_eq!(held.await.expect("task").expect("append"), vec![1, 2]);
+        assert_eq!(later.await.expect("task").expect("append"), 3);
+        close(log);
+        assert_eq!(open(dir.path()).expect("reopen").size(), 4);
     }
 }

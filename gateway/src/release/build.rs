@@ -570,7 +570,9 @@ pub const SUPPRESSED_HEALTH: &str = "*";
 /// Writes `dir/<dataset>_by_<fields>.csv`: counts of admitted records by the released values of
 /// the plan's columns (the first column gives the table's rows, the others together its
 /// columns), with primary and secondary suppression and, under the health rule, rounding.
-/// People of counted records are noted in `people` (for "who saw this person").
+/// People of counted records are noted in `people` (for "who saw this person"), and the
+/// fingerprint of every counted record version in `units` (for differencing control: see
+/// [`super::differencing`]).
 pub fn write_aggregate(
     store: &Store,
     dir: &Path,
@@ -578,6 +580,7 @@ pub fn write_aggregate(
     settings: &Settings,
     links: &mut LinkState,
     people: &mut PeopleSeen,
+    units: &mut Vec<u64>,
 ) -> Result<FileStats, BuildError> {
     let by: Vec<&str> = part.plan.columns.iter().map(|c| c.name.as_str()).collect();
     let name = format!("{}_by_{}.csv", part.dataset, by.join("_"));
@@ -612,6 +615,12 @@ pub fn write_aggregate(
                 "count".to_owned()
             };
             *counts.entry((row, col)).or_default() += 1;
+            // The record's version (key and content hash): a correction is another unit.
+            units.push(super::differencing::fingerprint(
+                part.dataset,
+                rec.record_key,
+                rec.content_hash,
+            ));
             let agency = people.agency(rec.agency);
             let n = rec.persons.len();
             for i in 0..n {

@@ -73,6 +73,16 @@ pub struct ManifestBody {
     pub disclosure: DisclosureSettings,
     /// The released files, in sending order.
     pub files: Vec<FileDigest>,
+    /// For a table: how many earlier tables of its dataset (any agreement, purpose or analyst)
+    /// counted exactly the same records by other fields (linked tables: their shared totals can
+    /// narrow each other's suppressed cells). A count, never their ids: they may be other
+    /// analysts' releases. Absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shares_population_with_earlier_tables: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The analyst a release was made for.
@@ -979,6 +989,7 @@ mod tests {
                 quasi_identifiers: vec!["wd22cd".into()],
             },
             files: digests,
+            shares_population_with_earlier_tables: 0,
         };
         let mut entry = Entry::new(
             Actor {

@@ -9,8 +9,21 @@
 //! inclusion proof and a signed checkpoint) written and the folder handed to the caller to send.
 //! If the entry cannot be written, the spool is deleted and nothing is sent. The spool is
 //! deleted once sent ([`Prepared`] removes it when dropped).
+//!
+//! An aggregate table is also compared with the tables of its dataset released before it,
+//! under any agreement and purpose and by any analyst ([`differencing`]): one whose counted
+//! record versions differ from an earlier table's by fewer than the smaller `min_cell` of the
+//! two purposes (but not none) is refused (rule `disclosure.differencing`, audited); one
+//! counting exactly the records of earlier tables by other fields is released with a note
+//! counting them (audit entry reason and manifest `shares_population_with_earlier_tables`).
+//! What the analyst sees (the refusal, the manifest and its audit entry) never names another
+//! release: the deny entry's reason names the earlier release and its audit entry for auditors.
+//! Comparison and registration hold one lock, so two tables asked at once are compared with
+//! each other too; a table never delivered is removed from the comparisons under the same lock
+//! ([`Releaser::forget_undelivered_table`]).
 
 pub mod build;
+pub mod differencing;
 pub mod linkset;
 pub mod manifest;
 pub mod parquet_out;
@@ -26,8 +39,9 @@ use crate::policy::decide::{self, Denial, Explanation, Request as PolicyRequest,
 use crate::policy::isa::{Output, Purpose};
 use crate::store::{Store, StoreError};
 use build::{AggregatePart, BuildError, ExtractPart, FileStats, PeopleSeen};
+use differencing::{Units, Verdict};
 use linkset::{LinkKey, LinkSet, LinkSetError};
-use registry::{Registry, ReleaseHeader};
+use registry::{Registry, ReleaseHeader, TableUnits};
 use skp_core::Catalog;
 use skp_core::token::Token;
 use std::path::PathBuf;
@@ -145,6 +159,8 @@ pub struct Releaser {
     registry: Registry,
     /// Most rows one release may carry (`limits.max_release_rows`).
     max_rows: u64,
+    /// Held from comparing a table with the earlier ones until it is registered (or refused).
+    tables: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Releaser {
@@ -189,6 +205,7 @@ impl Releaser {
             catalog,
             key: Arc::new(key),
             max_rows: u64::MAX,
+            tables: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -308,20 +325,20 @@ impl Releaser {
             },
         };
         if let Some((d, known)) = refusal {
-            let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
-            entry.reason = Some(format!("{}: {}", d.rule, d.message));
-            entry.datasets = datasets
-                .iter()
-                .map(|(d, _)| d.chars().take(128).collect())
-                .collect();
-            entry.agreement = Some(agreement_ref(known));
-            let seq = self.audit.append_blocking(vec![entry])?;
-            crate::metrics::global().denied(d.rule);
-            return Err(ReleaseError::Denied {
-                rule: d.rule,
-                message: d.message,
-                audit_entry: seq.first().copied(),
-            });
+            return Err(self.refuse(
+                actor,
+                Refusal {
+                    rule: d.rule,
+                    message: d.message,
+                    detail: None,
+                    datasets: datasets
+                        .iter()
+                        .map(|(d, _)| d.chars().take(128).collect())
+                        .collect(),
+                    agreement: agreement_ref(known),
+                    counted: Counted::Denied,
+                },
+            ));
         }
         let Some((_, p)) = found else {
             return Err(ReleaseError::BadRequest(
@@ -461,7 +478,7 @@ impl Releaser {
         }
         drop(links);
         self.seal(
-            decided, who, actor, release_id, "extract", files, people, link_key, now, guard,
+            decided, who, actor, release_id, "extract", files, people, link_key, now, guard, None,
         )
     }
 
@@ -510,6 +527,7 @@ impl Releaser {
         let mut links = locked.lock();
         let mut people = PeopleSeen::new();
         let mut files = Vec::new();
+        let mut units = Vec::new();
         for (ds, _, plan) in &decided.parts {
             // Columns in the order asked.
             let mut plan = plan.clone();
@@ -534,29 +552,36 @@ impl Releaser {
                 &settings,
                 &mut links,
                 &mut people,
+                &mut units,
             ) {
                 Ok(f) => files.push(f),
                 Err(BuildError::Disclosure(e)) => {
                     // Fails closed: the table is refused as a decision, audited, not retried.
-                    let message = format!(
-                        "disclosure control cannot protect this table ({e}); count by fewer or coarser fields"
-                    );
-                    let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
-                    entry.reason = Some(format!("unprotectable-table: {message}"));
-                    entry.datasets = vec![ds.clone()];
-                    entry.agreement = Some(decided.agreement.clone());
-                    let seq = self.audit.append_blocking(vec![entry])?;
-                    crate::metrics::global().denied("unprotectable-table");
-                    return Err(ReleaseError::Denied {
-                        rule: "unprotectable-table",
-                        message,
-                        audit_entry: seq.first().copied(),
-                    });
+                    return Err(self.refuse(
+                        actor,
+                        Refusal {
+                            rule: "unprotectable-table",
+                            message: format!(
+                                "disclosure control cannot protect this table ({e}); count by fewer or coarser fields"
+                            ),
+                            detail: None,
+                            datasets: vec![ds.clone()],
+                            agreement: decided.agreement.clone(),
+                            counted: Counted::Denied,
+                        },
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         drop(links);
+        // Compared and registered under one lock: a table asked at the same time is compared
+        // with this one.
+        let _tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = self.compare_table(&decided, actor, &release_id, Units::new(units), now)?;
         self.seal(
             decided,
             who,
@@ -568,7 +593,138 @@ impl Releaser {
             link_key,
             now,
             guard,
+            Some(table),
         )
+    }
+
+    /// Compares a new table with the kept tables of its dataset released earlier (under any
+    /// agreement and purpose, by anyone): refused, audited, if its records differ from one of
+    /// theirs by `1..k`, `k` the smaller `min_cell` of the two purposes (rule
+    /// [`differencing::RULE`]); else the unit list to register, with the earlier tables of the
+    /// same records by other fields.
+    fn compare_table(
+        &self,
+        decided: &Decided<'_>,
+        actor: &Actor,
+        release_id: &str,
+        units: Units,
+        now: OffsetDateTime,
+    ) -> Result<NewTable, ReleaseError> {
+        let Some((dataset, _, plan)) = decided.parts.first() else {
+            return Err(ReleaseError::Build(
+                "internal: a table has no dataset".into(),
+            ));
+        };
+        let mut by: Vec<String> = plan
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.transform().name()))
+            .collect();
+        by.sort();
+        let min_cell = decided.purpose.disclosure.min_cell;
+        let unreadable = |e: std::io::Error| {
+            ReleaseError::Build(format!(
+                "cannot compare the table with the tables of {dataset} released before it: {e}"
+            ))
+        };
+        let earlier = self.registry.tables(dataset).map_err(unreadable)?;
+        let verdict = differencing::check(&units, &by, &earlier, min_cell, |e| {
+            self.registry.population(dataset, &e.population, e.units)
+        })
+        .map_err(unreadable)?;
+        let linked = match verdict {
+            Verdict::Release { linked } => {
+                if !linked.is_empty() {
+                    // The gateway's log (and the registry) name them; the analyst sees a count.
+                    let ids: Vec<&str> = linked.iter().map(|(id, _)| id.as_str()).collect();
+                    tracing::info!(release = %release_id, linked = ?ids, "table counts the records of earlier tables by other fields");
+                }
+                linked
+            }
+            Verdict::Refuse { earlier, k } => {
+                tracing::info!(release = %release_id, earlier = %earlier.release_id, audit_entry = earlier.audit_entry, "table refused: differencing");
+                // To the analyst: no id of the earlier release (it may be another analyst's).
+                let message = format!(
+                    "the records this table counts differ from those of an earlier table of \
+                     {dataset} (released {}) by fewer than {k} (the smaller minimum cell size of \
+                     the two tables' purposes), so comparing the two would show a count below \
+                     it; the table can be asked for again once at least {k} records differ (new, \
+                     corrected, withdrawn or no longer admitted by the purpose's filter)",
+                    earlier.released
+                );
+                return Err(self.refuse(
+                    actor,
+                    Refusal {
+                        rule: differencing::RULE,
+                        message,
+                        detail: Some(format!(
+                            "the earlier table is release {} (audit entry {}, agreement {}, \
+                             purpose {})",
+                            earlier.release_id,
+                            earlier.audit_entry,
+                            earlier.agreement,
+                            earlier.purpose
+                        )),
+                        datasets: vec![dataset.clone()],
+                        agreement: decided.agreement.clone(),
+                        counted: Counted::Denied,
+                    },
+                ));
+            }
+        };
+        Ok(NewTable {
+            header: TableUnits {
+                release_id: release_id.to_owned(),
+                agreement: decided.agreement.id.clone(),
+                purpose: decided.agreement.purpose.clone(),
+                dataset: dataset.clone(),
+                released: crate::audit::entry::rfc3339_millis(now),
+                min_cell,
+                by,
+                units: units.len(),
+                population: units.digest(),
+            },
+            units,
+            linked,
+        })
+    }
+
+    /// Takes a table that was made but never delivered (its call ended before it was sent) out
+    /// of the comparisons: nobody saw it, so it must not refuse a later table. The release
+    /// stays registered (its audit entry says it was made). Holds the lock tables are compared
+    /// and registered under. Blocking.
+    pub fn forget_undelivered_table(&self, release_id: &str) -> std::io::Result<()> {
+        let _tables = self
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.registry.remove_table(release_id)
+    }
+
+    /// Refuses a request: writes its `deny` entry (reason `<rule>: <message>`, then
+    /// `; <detail>` for auditors only), counts it in the metrics and returns the refusal, with
+    /// the entry's index, for the caller (who sees the message, never the detail).
+    fn refuse(&self, actor: &Actor, r: Refusal) -> ReleaseError {
+        let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
+        entry.reason = Some(match &r.detail {
+            Some(d) => format!("{}: {}; {d}", r.rule, r.message),
+            None => format!("{}: {}", r.rule, r.message),
+        });
+        entry.datasets = r.datasets;
+        entry.agreement = Some(r.agreement);
+        let seq = match self.audit.append_blocking(vec![entry]) {
+            Ok(seq) => seq,
+            Err(e) => return e.into(),
+        };
+        match r.counted {
+            Counted::Denied => crate::metrics::global().denied(r.rule),
+            Counted::Limited => crate::metrics::global().limited(r.rule),
+        }
+        ReleaseError::Denied {
+            rule: r.rule,
+            message: r.message,
+            audit_entry: seq.first().copied(),
+        }
     }
 
     /// Opens a release: its id and spool folder, the records it reads (fixed first) and the
@@ -611,6 +767,7 @@ impl Releaser {
         link_key: LinkKey,
         now: OffsetDateTime,
         guard: Spool,
+        table: Option<NewTable>,
     ) -> Result<Prepared, ReleaseError> {
         let fields: Vec<String> = decided
             .parts
@@ -686,6 +843,9 @@ impl Releaser {
                     sha256: f.sha256.clone(),
                 })
                 .collect(),
+            shares_population_with_earlier_tables: table
+                .as_ref()
+                .map_or(0, |t| t.linked.len() as u64),
         };
         let header = ReleaseHeader {
             release_id: release_id.clone(),
@@ -705,25 +865,34 @@ impl Releaser {
         };
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         if rows > self.max_rows {
-            let message = format!(
-                "the release would carry {rows} rows, more than the gateway's limit of {}; \
-                 ask for fewer datasets or a narrower purpose",
-                self.max_rows
-            );
-            let mut entry = Entry::new(actor.clone(), Action::Deny, Decision::Deny);
-            entry.reason = Some(format!("limits.max_release_rows: {message}"));
-            entry.datasets = header.datasets.clone();
-            entry.agreement = Some(decided.agreement.clone());
-            let seq = self.audit.append_blocking(vec![entry])?;
-            crate::metrics::global().limited("limits.max_release_rows");
-            return Err(ReleaseError::Denied {
-                rule: "limits.max_release_rows",
-                message,
-                audit_entry: seq.first().copied(),
-            });
+            return Err(self.refuse(
+                actor,
+                Refusal {
+                    rule: "limits.max_release_rows",
+                    message: format!(
+                        "the release would carry {rows} rows, more than the gateway's limit of {}; \
+                         ask for fewer datasets or a narrower purpose",
+                        self.max_rows
+                    ),
+                    detail: None,
+                    datasets: header.datasets.clone(),
+                    agreement: decided.agreement.clone(),
+                    counted: Counted::Limited,
+                },
+            ));
         }
-        self.registry.write_persons(&header, &people.seqs())?;
+        let registered = table
+            .as_ref()
+            .map_or(Ok(()), |t| {
+                self.registry.write_table_units(&t.header, &t.units)
+            })
+            .and_then(|()| self.registry.write_persons(&header, &people.seqs()));
+        if let Err(e) = registered {
+            self.registry.abandon(&release_id);
+            return Err(e.into());
+        }
         let mut entry = Entry::new(actor.clone(), Action::Release, Decision::Allow);
+        entry.reason = table.as_ref().and_then(NewTable::linked_note);
         entry.datasets = header.datasets.clone();
         entry.fields = fields;
         entry.agreement = Some(decided.agreement.clone());
@@ -741,6 +910,12 @@ impl Releaser {
             }
         };
         self.registry.commit(&release_id, index)?;
+        if let Some(t) = &table
+            && let Err(e) = self.registry.prune_tables(&t.header.dataset)
+        {
+            // Keeping more than the window only compares tables with more.
+            tracing::warn!(release = %release_id, error = %e, "cannot drop the oldest table unit lists");
+        }
         crate::metrics::global().released(kind, rows);
         let binding = self.binding(index)?;
         let manifest = manifest::Manifest {
@@ -899,6 +1074,58 @@ struct Started {
     link_key: LinkKey,
     snapshots: std::vec::IntoIter<crate::store::Snapshot>,
     locked: linkset::LockedLinker,
+}
+
+/// A refusal to audit ([`Releaser::refuse`]).
+struct Refusal {
+    /// Stable rule name.
+    rule: &'static str,
+    /// Why, and the fix: for the caller and the audit entry.
+    message: String,
+    /// For the audit entry only (auditors): what the caller must not see.
+    detail: Option<String>,
+    /// Datasets of the request.
+    datasets: Vec<String>,
+    /// The agreement and purpose asked.
+    agreement: AgreementRef,
+    /// Which metric counts it.
+    counted: Counted,
+}
+
+/// The metric a refusal is counted in.
+enum Counted {
+    /// `denied`, by rule.
+    Denied,
+    /// `limited`, by limit.
+    Limited,
+}
+
+/// A table compared with the earlier ones and released: what the registry keeps of it.
+struct NewTable {
+    header: TableUnits,
+    units: Units,
+    /// Earlier tables of the same records by other fields: (release id, audit entry), newest
+    /// first.
+    linked: Vec<(String, u64)>,
+}
+
+impl NewTable {
+    /// The audit entry's note on the earlier tables of the same records by other fields. The
+    /// entry goes to the analyst in the manifest, so it counts them and names none (they may be
+    /// other analysts' releases; an auditor finds them in the registry by the population digest
+    /// of this release's `.units` file).
+    fn linked_note(&self) -> Option<String> {
+        if self.linked.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}: counts exactly the records of {} earlier table(s) of {} by other fields; their \
+             shared totals can narrow each other's suppressed cells",
+            differencing::LINKED,
+            self.linked.len(),
+            self.header.dataset
+        ))
+    }
 }
 
 /// Removes a spool folder unless kept.

@@ -15,21 +15,128 @@
 //! the log, so it must stay findable); otherwise its entry was never written (the gateway
 //! stopped before it, or the audit log refused it), so it is removed.
 //!
+//! For each aggregate table, `<release id>.<dataset key>.units` (a JSON line: agreement,
+//! purpose, dataset, release time, the purpose's `min_cell`, the `by` fields, the number of
+//! units counted and the population digest; the dataset key is the first 16 hex digits of a
+//! SHA-256 of the dataset name, so a table's comparisons read only its own dataset's files)
+//! names the set of record versions it counted, kept once per distinct set in
+//! `population-<dataset key>-<digest>.fp` (each unit an 8-byte fingerprint, ascending: see
+//! [`super::differencing`]), so a later table of the dataset can be compared with it. Both are
+//! written before the `.persons` file and follow its fate: they count only once the release's
+//! `.entry` is there, and at start-up a `.units` file without one is removed with the person
+//! list, and a population file no `.units` file names is removed. A table that was never
+//! delivered (its call ended before it was sent) has its `.units` file removed
+//! ([`Registry::remove_table`]) and stays registered. Per dataset, whatever the agreement and
+//! purpose, only the tables of the [`MAX_POPULATIONS_PER_DATASET`] most recently released
+//! distinct populations are kept (and of each, the [`MAX_RELEASES_PER_POPULATION`] most recent
+//! releases); older ones are dropped once a newer release is committed
+//! ([`Registry::prune_tables`]). A damaged `.units` or population file refuses the tables of
+//! its own dataset (fail closed; the error names the file) and no other.
+//!
+//! Files are replaced durably with [`crate::durable::replace`].
+//!
 //! Holds no token and no field value: sequence numbers name stored records and never leave the
-//! gateway. A registered record later replaced or withdrawn is still read from the segment
-//! that holds it (the store keeps every version's bytes), so the release stays findable.
+//! gateway; unit fingerprints are truncated hashes of record-key tokens and content hashes. A
+//! registered record later replaced or withdrawn is still read from the segment that holds it
+//! (the store keeps every version's bytes), so the release stays findable.
 
+use super::differencing::{
+    Earlier, MAX_POPULATIONS_PER_DATASET, MAX_RELEASES_PER_POPULATION, Units, is_digest,
+};
 use super::linkset::{LinkKey, LinkScope};
 use crate::audit::entry::{Action, Decision, Entry};
 use crate::audit::log::AuditLog;
+use crate::durable::{self, sync_dir};
 use crate::linkage::{KindSet, TokenKind};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 const PERSONS_EXT: &str = "persons";
 const ENTRY_EXT: &str = "entry";
+const UNITS_EXT: &str = "units";
+const POPULATION_PREFIX: &str = "population-";
+const POPULATION_EXT: &str = "fp";
+
+/// The set of records an aggregate table counted, as the registry keeps it
+/// (`<release id>.<dataset key>.units`); the fingerprints themselves are in the population file
+/// its digest names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableUnits {
+    /// Release id (32 hex).
+    pub release_id: String,
+    /// Agreement id.
+    pub agreement: String,
+    /// Purpose id.
+    pub purpose: String,
+    /// Dataset counted.
+    pub dataset: String,
+    /// RFC 3339 time of the release.
+    pub released: String,
+    /// The purpose's `min_cell`.
+    pub min_cell: u64,
+    /// The `by` fields, `field:transform`, sorted.
+    pub by: Vec<String>,
+    /// Units (records) counted.
+    pub units: u64,
+    /// Population digest ([`Units::digest`]).
+    pub population: String,
+}
+
+/// The key of a dataset in file names: the first 16 hex digits of
+/// SHA-256("skp-table-dataset-v1" ‖ dataset).
+fn dataset_key(dataset: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"skp-table-dataset-v1");
+    h.update(dataset.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// A `.units` file name: (release id, dataset key).
+fn units_name(name: &str) -> Option<(&str, &str)> {
+    name.strip_suffix(".units")?.rsplit_once('.')
+}
+
+/// The fingerprints of a kept population, read in order ([`Registry::population`]).
+pub struct PopulationReader {
+    r: BufReader<File>,
+    left: u64,
+    prev: Option<u64>,
+    path: PathBuf,
+}
+
+impl Iterator for PopulationReader {
+    type Item = std::io::Result<u64>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut b = [0u8; 8];
+        if let Err(e) = self.r.read_exact(&mut b) {
+            self.left = 0;
+            return Some(Err(std::io::Error::other(format!(
+                "{}: {e}",
+                self.path.display()
+            ))));
+        }
+        let v = u64::from_be_bytes(b);
+        if self.prev.is_some_and(|p| p >= v) {
+            self.left = 0;
+            return Some(Err(std::io::Error::other(format!(
+                "{} is damaged (its fingerprints are not ascending); remove the .units files \
+                 naming it to stop comparing tables with that population",
+                self.path.display()
+            ))));
+        }
+        self.prev = Some(v);
+        Some(Ok(v))
+    }
+}
 
 /// What a release was, as the registry keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +262,7 @@ impl Registry {
             }
         }
         if pending.is_empty() {
+            registry.finish_tables();
             return Ok(registry);
         }
         let logged = match audit {
@@ -182,7 +290,43 @@ impl Registry {
             }
         }
         sync_dir(&registry.dir)?;
+        registry.finish_tables();
         Ok(registry)
+    }
+
+    /// At start-up: removes the `.units` files of releases never committed and the population
+    /// files no `.units` file names (a failure is logged, per dataset: what is left is only
+    /// compared with more, never less).
+    fn finish_tables(&self) {
+        let tidy = |what: &str, result: std::io::Result<()>| {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot tidy the release registry's table unit lists ({what})");
+            }
+        };
+        let mut keys = Vec::new();
+        tidy(
+            "uncommitted tables",
+            (|| {
+                for (id, key, path) in self.units_files(None)? {
+                    if self.entry_index(&id).is_none() {
+                        tracing::warn!(release = %id, "removing the unit list of a release that was never committed (nothing was sent)");
+                        fs::remove_file(&path)?;
+                    }
+                    keys.push(key);
+                }
+                keys.extend(self.population_keys()?);
+                Ok(())
+            })(),
+        );
+        keys.sort();
+        keys.dedup();
+        for key in &keys {
+            tidy(
+                &format!("dataset key {key}"),
+                self.collect_populations(key).map(|_| ()),
+            );
+        }
+        tidy("directory", sync_dir(&self.dir));
     }
 
     /// Where releases are spooled before they are sent.
@@ -192,7 +336,9 @@ impl Registry {
 
     /// Writes a release's person list durably (before its audit entry).
     pub fn write_persons(&self, header: &ReleaseHeader, seqs: &[u64]) -> std::io::Result<()> {
-        let mut body = Vec::with_capacity(seqs.len() * 2);
+        let mut body = serde_json::to_vec(header).map_err(std::io::Error::other)?;
+        body.reserve(seqs.len() * 2 + 1);
+        body.push(b'\n');
         let mut prev = 0u64;
         for &s in seqs {
             let mut d = s.checked_sub(prev).ok_or_else(|| {
@@ -209,38 +355,279 @@ impl Registry {
                 body.push(b | 0x80);
             }
         }
-        let path = self.path(&header.release_id, PERSONS_EXT);
-        let tmp = self.dir.join(format!(".{}.tmp", header.release_id));
-        {
-            let mut f = std::io::BufWriter::new(File::create(&tmp)?);
-            f.write_all(&serde_json::to_vec(header).map_err(std::io::Error::other)?)?;
-            f.write_all(b"\n")?;
-            f.write_all(&body)?;
-            let f = f.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)
+        durable::replace(
+            &self.path(&header.release_id, PERSONS_EXT),
+            &body,
+            durable::DEFAULT_MODE,
+        )
     }
 
     /// Records the audit entry index of a release, completing its registration. The file is
     /// replaced atomically: a crash leaves it whole or absent, never empty.
     pub fn commit(&self, release_id: &str, audit_entry: u64) -> std::io::Result<()> {
-        let path = self.path(release_id, ENTRY_EXT);
-        let tmp = self.dir.join(format!(".{release_id}.{ENTRY_EXT}.tmp"));
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(audit_entry.to_string().as_bytes())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)
+        durable::replace(
+            &self.path(release_id, ENTRY_EXT),
+            audit_entry.to_string().as_bytes(),
+            durable::DEFAULT_MODE,
+        )
     }
 
     /// Forgets a release whose audit entry could not be written.
     pub fn abandon(&self, release_id: &str) {
         let _ = fs::remove_file(self.path(release_id, PERSONS_EXT));
         let _ = fs::remove_dir_all(self.spool_dir(release_id));
+        if let Err(e) = self.remove_table(release_id) {
+            tracing::warn!(release = %release_id, error = %e, "cannot remove the unit list of an abandoned table");
+        }
+    }
+
+    /// Removes a release's table unit list, if it has one, and the population file no other
+    /// table names: the table is no longer compared with later ones. The release itself stays
+    /// registered. The caller holds the lock comparisons are made under.
+    pub fn remove_table(&self, release_id: &str) -> std::io::Result<()> {
+        let mut keys = Vec::new();
+        for (id, key, path) in self.units_files(None)? {
+            if id == release_id {
+                fs::remove_file(&path)?;
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in &keys {
+            self.collect_populations(key)?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Writes a table's unit list durably (before its person list): `<id>.units`, then the
+    /// population file unless a kept table already counted the same records.
+    pub fn write_table_units(&self, table: &TableUnits, units: &Units) -> std::io::Result<()> {
+        if !is_digest(&table.population) {
+            return Err(std::io::Error::other(
+                "internal: a table's population digest is not 64 hex characters",
+            ));
+        }
+        let key = dataset_key(&table.dataset);
+        let mut line = serde_json::to_vec(table).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        durable::replace(
+            &self.units_path(&table.release_id, &key),
+            &line,
+            durable::DEFAULT_MODE,
+        )?;
+        let population = self.population_path(&key, &table.population);
+        if !population.exists() {
+            durable::replace(&population, &units.to_bytes(), durable::DEFAULT_MODE)?;
+        }
+        Ok(())
+    }
+
+    /// The committed tables of `dataset` still kept (under any agreement and purpose), newest
+    /// first. Reads only that dataset's `.units` files.
+    pub fn tables(&self, dataset: &str) -> std::io::Result<Vec<Earlier>> {
+        let mut out: Vec<Earlier> = self
+            .table_units(dataset)?
+            .into_iter()
+            .filter_map(|(t, entry)| {
+                Some(Earlier {
+                    release_id: t.release_id,
+                    audit_entry: entry?,
+                    agreement: t.agreement,
+                    purpose: t.purpose,
+                    released: t.released,
+                    min_cell: t.min_cell,
+                    by: t.by,
+                    units: t.units,
+                    population: t.population,
+                })
+            })
+            .collect();
+        out.sort_by_key(|t| std::cmp::Reverse(t.audit_entry));
+        Ok(out)
+    }
+
+    /// The fingerprints of a kept population of `dataset` of `units` units, ascending.
+    pub fn population(
+        &self,
+        dataset: &str,
+        digest: &str,
+        units: u64,
+    ) -> std::io::Result<PopulationReader> {
+        if !is_digest(digest) {
+            return Err(std::io::Error::other(format!(
+                "a .units file under {} names the population {:?}, which is not a digest; remove it",
+                self.dir.display(),
+                digest.chars().take(80).collect::<String>()
+            )));
+        }
+        let path = self.population_path(&dataset_key(dataset), digest);
+        let f = File::open(&path).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: {e}; remove the .units files naming it to stop comparing tables with that population",
+                path.display()
+            ))
+        })?;
+        let len = f.metadata()?.len();
+        if Some(len) != units.checked_mul(8) {
+            return Err(std::io::Error::other(format!(
+                "{} is damaged ({len} bytes for {units} units); remove the .units files naming it \
+                 to stop comparing tables with that population",
+                path.display()
+            )));
+        }
+        Ok(PopulationReader {
+            r: BufReader::with_capacity(1 << 16, f),
+            left: units,
+            prev: None,
+            path,
+        })
+    }
+
+    /// Keeps, of the committed tables of `dataset` (any agreement and purpose), those of the
+    /// [`MAX_POPULATIONS_PER_DATASET`] most recently released distinct populations (of each,
+    /// the [`MAX_RELEASES_PER_POPULATION`] most recent releases); removes the other `.units`
+    /// files and the population files of the dataset no `.units` file names any more.
+    pub fn prune_tables(&self, dataset: &str) -> std::io::Result<()> {
+        let tables = self.tables(dataset)?;
+        let key = dataset_key(dataset);
+        let mut kept: Vec<(&str, usize)> = Vec::new();
+        let mut removed = false;
+        for t in &tables {
+            let keep = match kept.iter().position(|(p, _)| *p == t.population) {
+                Some(i) => {
+                    kept[i].1 += 1;
+                    kept[i].1 <= MAX_RELEASES_PER_POPULATION
+                }
+                None if kept.len() < MAX_POPULATIONS_PER_DATASET => {
+                    kept.push((t.population.as_str(), 1));
+                    true
+                }
+                None => false,
+            };
+            if !keep {
+                fs::remove_file(self.units_path(&t.release_id, &key))?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.collect_populations(&key)?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The `.units` files, of one dataset key or all: (release id, dataset key, path). Only
+    /// names are read.
+    fn units_files(&self, key: Option<&str>) -> std::io::Result<Vec<(String, String, PathBuf)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Some((id, k)) = units_name(&name) else {
+                continue;
+            };
+            if key.is_none_or(|key| key == k) {
+                out.push((id.to_owned(), k.to_owned(), e.path()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `.units` files of `dataset`, parsed, each with its release's audit entry index if
+    /// committed. A damaged one is an error naming it (the dataset's tables cannot be
+    /// compared); other datasets' files are not read.
+    fn table_units(&self, dataset: &str) -> std::io::Result<Vec<(TableUnits, Option<u64>)>> {
+        let key = dataset_key(dataset);
+        let mut out = Vec::new();
+        for (id, _, path) in self.units_files(Some(&key))? {
+            let t = self.read_units(&id, &path)?;
+            if t.dataset != dataset {
+                return Err(std::io::Error::other(format!(
+                    "{} counts dataset {:?}, not {dataset:?} as its name says; restore it from a \
+                     backup or remove it",
+                    path.display(),
+                    t.dataset.chars().take(64).collect::<String>()
+                )));
+            }
+            let entry = self.entry_index(&id);
+            out.push((t, entry));
+        }
+        Ok(out)
+    }
+
+    /// Reads the `.units` file `path` of release `id`.
+    fn read_units(&self, id: &str, path: &Path) -> std::io::Result<TableUnits> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let t: TableUnits = serde_json::from_str(text.trim_end()).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: {e}; the file is damaged: restore it from a backup or remove it (its table is then no longer compared)",
+                path.display()
+            ))
+        })?;
+        if t.release_id != id {
+            return Err(std::io::Error::other(format!(
+                "{} names release {:?}; restore it from a backup or remove it",
+                path.display(),
+                t.release_id.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Removes the population files of dataset key `key` no `.units` file of it names; whether
+    /// any was removed.
+    fn collect_populations(&self, key: &str) -> std::io::Result<bool> {
+        let mut named = std::collections::HashSet::new();
+        for (id, _, path) in self.units_files(Some(key))? {
+            named.insert(self.read_units(&id, &path)?.population);
+        }
+        let prefix = format!("{POPULATION_PREFIX}{key}-");
+        let mut removed = false;
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some(digest) = name
+                .strip_prefix(&prefix)
+                .and_then(|n| n.strip_suffix(POPULATION_EXT))
+                .and_then(|n| n.strip_suffix('.'))
+                && !named.contains(digest)
+            {
+                fs::remove_file(self.dir.join(&name))?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The dataset keys of the population files.
+    fn population_keys(&self) -> std::io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Some((key, _)) = name
+                .strip_prefix(POPULATION_PREFIX)
+                .and_then(|n| n.split_once('-'))
+                && !keys.iter().any(|k| k == key)
+            {
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
+    fn units_path(&self, release_id: &str, key: &str) -> PathBuf {
+        self.dir.join(format!("{release_id}.{key}.{UNITS_EXT}"))
+    }
+
+    fn population_path(&self, key: &str, digest: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{POPULATION_PREFIX}{key}-{digest}.{POPULATION_EXT}"
+        ))
     }
 
     /// Every registered release, oldest entry first.
@@ -313,10 +700,6 @@ fn release_entries(audit: &AuditLog, ids: &[String]) -> std::io::Result<Vec<(Str
         }
     }
     Ok(out)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -435,6 +818,158 @@ mod tests {
         // Nothing changes on a second start.
         let r = Registry::open_audited(dir.path(), Some(&audit)).expect("reopen");
         assert_eq!(ids(&r).len(), 3);
+    }
+
+    /// Registers a table of dataset `dataset` (purpose `purpose`) of `units` counted by `by` as
+    /// release `id` with audit entry `entry`.
+    fn register_table(
+        r: &Registry,
+        (dataset, purpose): (&str, &str),
+        id: &str,
+        entry: u64,
+        by: &str,
+        units: &[u64],
+    ) {
+        let units = Units::new(units.to_vec());
+        let t = TableUnits {
+            release_id: id.to_owned(),
+            agreement: "A".into(),
+            purpose: purpose.into(),
+            dataset: dataset.into(),
+            released: "2026-12-05T10:11:12.000Z".into(),
+            min_cell: 10,
+            by: vec![by.to_owned()],
+            units: units.len(),
+            population: units.digest(),
+        };
+        r.write_table_units(&t, &units).expect("units");
+        r.write_persons(&header(id), &[]).expect("persons");
+        r.commit(id, entry).expect("commit");
+        r.prune_tables(dataset).expect("prune");
+    }
+
+    #[test]
+    fn the_window_keeps_the_most_recent_distinct_populations_of_a_dataset_and_reads_them_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = Registry::open(dir.path()).expect("open");
+        // Population 0, then the latest one asked again (never pushes others out), then
+        // MAX_POPULATIONS_PER_DATASET more, under two purposes in turn: one window per dataset.
+        register_table(
+            &r,
+            ("D", "P"),
+            &format!("{:032x}", 0),
+            0,
+            "x:keep",
+            &[0, 1, 2],
+        );
+        let n = MAX_POPULATIONS_PER_DATASET as u64;
+        for i in 1..=n {
+            let purpose = if i % 2 == 0 { "P" } else { "Q" };
+            let units = [i, i + 1, 1000];
+            register_table(
+                &r,
+                ("D", purpose),
+                &format!("{i:032x}"),
+                i,
+                "x:keep",
+                &units,
+            );
+            let again = format!("{:032x}", 1000 * i);
+            register_table(&r, ("D", "P"), &again, 1000 * i, "y:keep", &units);
+        }
+        // Another dataset's tables are kept apart.
+        register_table(&r, ("E", "P"), &"e".repeat(32), 5000, "x:keep", &[0, 1, 2]);
+        let tables = r.tables("D").expect("tables");
+        let populations: std::collections::BTreeSet<&str> =
+            tables.iter().map(|t| t.population.as_str()).collect();
+        assert_eq!(populations.len(), MAX_POPULATIONS_PER_DATASET);
+        assert!(
+            !tables.iter().any(|t| t.audit_entry == 0),
+            "the oldest population is dropped"
+        );
+        assert!(
+            tables
+                .windows(2)
+                .all(|w| w[0].audit_entry > w[1].audit_entry)
+        );
+        assert_eq!(tables.len(), 2 * MAX_POPULATIONS_PER_DATASET);
+        let fps = names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with(POPULATION_PREFIX))
+            .count();
+        assert_eq!(
+            fps,
+            MAX_POPULATIONS_PER_DATASET + 1,
+            "one file per kept population"
+        );
+        let newest = &tables[0];
+        let read: Vec<u64> = r
+            .population("D", &newest.population, newest.units)
+            .expect("population")
+            .collect::<std::io::Result<_>>()
+            .expect("read");
+        assert_eq!(read, [n, n + 1, 1000]);
+        let e = r.tables("E").expect("tables");
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            r.population("E", &e[0].population, 3)
+                .expect("population")
+                .collect::<std::io::Result<Vec<u64>>>()
+                .expect("read")
+                .len(),
+            3
+        );
+        // Other datasets are not touched, and damage is reported, not read as a population.
+        assert!(r.tables("other").expect("tables").is_empty());
+        let path = r.population_path(&dataset_key("D"), &newest.population);
+        fs::write(&path, [0u8; 7]).expect("damage");
+        let e = r
+            .population("D", &newest.population, newest.units)
+            .err()
+            .expect("a damaged population is refused");
+        assert!(e.to_string().contains("is damaged"), "{e}");
+        assert!(r.population("D", "../x", 1).is_err());
+    }
+
+    #[test]
+    fn a_damaged_unit_list_refuses_only_its_own_datasets_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = Registry::open(dir.path()).expect("open");
+        register_table(&r, ("D", "P"), &"d".repeat(32), 1, "x:keep", &[1, 2, 3]);
+        register_table(&r, ("E", "P"), &"e".repeat(32), 2, "x:keep", &[4, 5]);
+        let e_units = r.units_path(&"e".repeat(32), &dataset_key("E"));
+        fs::write(&e_units, b"{ not json").expect("damage");
+        // D's tables are read, and pruned, as if E had none.
+        let d = r.tables("D").expect("D is not blocked by E's damaged file");
+        assert_eq!(d.len(), 1);
+        register_table(&r, ("D", "P"), &"f".repeat(32), 3, "x:keep", &[1, 2]);
+        assert_eq!(r.tables("D").expect("tables").len(), 2);
+        // E's are refused, the error naming the file.
+        let err = r
+            .tables("E")
+            .expect_err("a damaged unit list refuses its dataset");
+        assert!(
+            err.to_string().contains(&e_units.display().to_string())
+                && err.to_string().contains("damaged"),
+            "{err}"
+        );
+        // A start-up keeps E's population (it cannot tell which are named) and D's.
+        let r = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(r.tables("D").expect("tables").len(), 2);
+        let fps = names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with(POPULATION_PREFIX))
+            .count();
+        assert_eq!(fps, 3);
+        // Removing a table removes its unit list and its population, not the release.
+        r.remove_table(&"f".repeat(32)).expect("remove");
+        assert_eq!(r.tables("D").expect("tables").len(), 1);
+        assert!(ids(&r).iter().any(|(id, _)| *id == "f".repeat(32)));
+        let fps = names(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with(POPULATION_PREFIX))
+            .count();
+        assert_eq!(fps, 2);
     }
 
     #[test]

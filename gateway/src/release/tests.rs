@@ -7,7 +7,9 @@
 //! k-anonymity and table suppression against the in-memory oracles of [`crate::disclosure`]
 //! (and a brute-force attacker for small tables); nothing is released, spooled or registered
 //! when the audit entry cannot be written; person ids per purpose; the "who saw this person"
-//! registry; and the linkers kept in step with the store (incremental, rebuilt on withdrawal).
+//! registry; the linkers kept in step with the store (incremental, rebuilt on withdrawal); and
+//! tables refused when their records differ from an earlier table's by fewer than `min_cell`
+//! (differencing), or flagged when they count the same records by other fields.
 
 use super::{AggregateRequest, ExtractRequest, Prepared, ReleaseError, Releaser};
 use crate::audit::entry::{Action, Actor, Entry};
@@ -2115,4 +2117,451 @@ fn linkers_beyond_the_limit_are_dropped_and_rebuilt_with_the_same_ids() {
     let demo = gw.extract_ok(&p, "p1-true", &["police_crime"]);
     let d = ids_by(&demo, "police_crime", "victim_no", "victim");
     assert_ne!(d["1"], d["2"], "not linked on demo alone");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Differencing across tables
+
+/// The rule of a refused table.
+const DIFFERENCING: &str = super::differencing::RULE;
+
+/// police_crime counted by victim sex or age band; min_cell 10 (so differences 1..9 are
+/// refused), no filter: every stored crime is counted.
+fn table_policy() -> Policy {
+    let part = Part::deny_all("police_crime")
+        .with("victim_sex", "keep")
+        .with("victim_age", "age_band_sv");
+    policy(&[Purpose::aggregate("counts", vec![part])])
+}
+
+fn crimes(keys: std::ops::Range<u32>) -> Vec<Rec> {
+    keys.map(|k| {
+        Rec::new("police_crime", k)
+            .text("victim_sex", if k % 2 == 0 { "F" } else { "M" })
+            .int("victim_age", 20 + i64::from(k % 30))
+    })
+    .collect()
+}
+
+fn by(field: &str) -> Vec<String> {
+    vec![field.to_owned()]
+}
+
+fn table(gw: &Gateway, p: &Policy, field: &str) -> Prepared {
+    gw.aggregate(p, "counts", "police_crime", &by(field))
+        .unwrap_or_else(|e| panic!("table by {field}: {e}"))
+}
+
+/// `result` is a `disclosure.differencing` refusal that names no release to the analyst (only
+/// the earlier table's release time), audited as a deny entry with the rule whose reason names
+/// `earlier` and its audit entry, and nothing was spooled, registered or released.
+fn assert_differencing_refused(
+    gw: &Gateway,
+    files_before: &BTreeSet<String>,
+    result: Result<Prepared, ReleaseError>,
+    earlier: &Prepared,
+) {
+    let registered = gw.releaser.registry().list().expect("list").len();
+    let releases = |gw: &Gateway| {
+        gw.entries()
+            .iter()
+            .filter(|e| e.action == Action::Release)
+            .count()
+    };
+    let released_before = releases(gw);
+    match result {
+        Err(ReleaseError::Denied {
+            rule,
+            message,
+            audit_entry: Some(n),
+        }) => {
+            assert_eq!(rule, DIFFERENCING, "{message}");
+            assert!(
+                message.contains(&format!(
+                    "an earlier table of police_crime (released {})",
+                    earlier.manifest.release.created
+                )),
+                "{message}"
+            );
+            assert!(
+                !message.contains(&earlier.release_id)
+                    && !message.contains("release ")
+                    && !message.contains("audit entry"),
+                "the analyst is not told which release: {message}"
+            );
+            assert!(message.contains("fewer than 10"), "{message}");
+            assert!(message.contains("at least 10 records differ"), "{message}");
+            let entry = gw
+                .entries()
+                .into_iter()
+                .find(|e| e.seq == n)
+                .expect("the refusal's entry");
+            assert_eq!(entry.action, Action::Deny);
+            assert_eq!(entry.decision, crate::audit::entry::Decision::Deny);
+            assert_eq!(entry.release, None);
+            assert_eq!(entry.datasets, ["police_crime"]);
+            let reason = entry.reason.expect("a reason");
+            assert!(reason.starts_with(&format!("{DIFFERENCING}: ")), "{reason}");
+            assert!(
+                reason.contains(&format!(
+                    "the earlier table is release {} (audit entry {}",
+                    earlier.release_id, earlier.audit_entry
+                )),
+                "the auditors are told which release: {reason}"
+            );
+            assert_eq!(n + 1, gw.audit.size(), "the refusal is the last entry");
+        }
+        Err(e) => panic!("expected a {DIFFERENCING} refusal, got {e:?}"),
+        Ok(r) => panic!(
+            "released {} although it differs from {} by fewer than min_cell records",
+            r.release_id, earlier.release_id
+        ),
+    }
+    assert_eq!(&gw.release_files(), files_before, "nothing spooled or kept");
+    assert_eq!(
+        gw.releaser.registry().list().expect("list").len(),
+        registered
+    );
+    assert_eq!(releases(gw), released_before);
+}
+
+#[test]
+fn a_table_one_record_apart_from_an_earlier_one_is_refused_and_audited() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    gw.ingest_new(&crimes(21..22));
+    let files = gw.release_files();
+    let again = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, again, &first);
+    // Another table of the same records (other fields) is refused too: its total is the same.
+    let files = gw.release_files();
+    let other = gw.aggregate(&p, "counts", "police_crime", &by("victim_age"));
+    assert_differencing_refused(&gw, &files, other, &first);
+    assert_eq!(gw.releaser.registry().list().expect("list").len(), 1);
+}
+
+#[test]
+fn a_table_min_cell_records_apart_is_released_and_one_fewer_is_not() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    gw.ingest_new(&crimes(21..30));
+    let files = gw.release_files();
+    let nine = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, nine, &first);
+    gw.ingest_new(&crimes(30..31));
+    let ten = table(&gw, &p, "victim_sex");
+    let (_, rows) = release_csv(&ten, "police_crime_by_victim_sex.csv");
+    assert_eq!(rows.last().expect("a total row"), &["total", "30"]);
+    let entry = gw
+        .entries()
+        .into_iter()
+        .find(|e| e.seq == ten.audit_entry)
+        .expect("the release's entry");
+    assert_eq!(entry.reason, None, "the same fields: nothing to flag");
+    assert_eq!(gw.releaser.registry().list().expect("list").len(), 2);
+}
+
+#[test]
+fn the_same_table_asked_again_with_nothing_changed_is_released() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    let second = table(&gw, &p, "victim_sex");
+    let third = table(&gw, &p, "victim_sex");
+    assert_ne!(first.release_id, second.release_id);
+    for t in [&second, &third] {
+        assert_eq!(t.manifest.release.shares_population_with_earlier_tables, 0);
+        let entry = gw
+            .entries()
+            .into_iter()
+            .find(|e| e.seq == t.audit_entry)
+            .expect("the release's entry");
+        assert_eq!(entry.reason, None);
+    }
+    // One population file for the three tables.
+    let populations = gw
+        .release_files()
+        .into_iter()
+        .filter(|n| n.starts_with("population-"))
+        .count();
+    assert_eq!(populations, 1);
+}
+
+#[test]
+fn a_table_of_the_same_records_by_other_fields_is_released_and_counts_the_earlier_ones() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let by_sex = table(&gw, &p, "victim_sex");
+    let by_age = table(&gw, &p, "victim_age");
+    let shared = |t: &Prepared| t.manifest.release.shares_population_with_earlier_tables;
+    assert_eq!(shared(&by_sex), 0);
+    assert_eq!(shared(&by_age), 1);
+    let entry = gw
+        .entries()
+        .into_iter()
+        .find(|e| e.seq == by_age.audit_entry)
+        .expect("the release's entry");
+    assert_eq!(entry.action, Action::Release);
+    let reason = entry.reason.expect("the release is flagged");
+    assert!(
+        reason.starts_with("disclosure.linked-tables: ")
+            && reason.contains("the records of 1 earlier table(s) of police_crime"),
+        "{reason}"
+    );
+    // The entry goes to the analyst in the manifest: it names no other release.
+    let sent = serde_json::to_string(&by_age.manifest).expect("manifest");
+    assert!(
+        !sent.contains(&by_sex.release_id),
+        "the manifest names the earlier release: {sent}"
+    );
+    // The manifest with its note still verifies against the signed log.
+    let key = skp_core::checkpoint::VerifierKey::parse(&gw.audit.verifier_key()).expect("key");
+    super::manifest::verify_release(&by_age.dir, &key, gw.audit.origin())
+        .unwrap_or_else(|e| panic!("verify-release: {e}"));
+    // Counted by sex again: the by-age table is counted, the first by-sex one is not (same
+    // fields).
+    let again = table(&gw, &p, "victim_sex");
+    assert_eq!(shared(&again), 1);
+    // By age again: both by-sex tables.
+    let age_again = table(&gw, &p, "victim_age");
+    assert_eq!(shared(&age_again), 2);
+}
+
+#[test]
+fn a_withdrawn_or_corrected_record_is_a_difference() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    let records = crimes(1..21);
+    gw.ingest_new(&records);
+    let first = table(&gw, &p, "victim_sex");
+    // A correction: the same record key, another sex. Comparing the tables would show the
+    // record moving from one cell to another, so it is one version out and one in (2 < 10).
+    let corrected = records[2].clone().text("victim_sex", "Unknown");
+    assert_eq!(gw.ingest(&[corrected]), vec![Outcome::Replaced]);
+    let files = gw.release_files();
+    let after_correction = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, after_correction, &first);
+    // The same record sent again unchanged is a duplicate: no difference.
+    assert_eq!(gw.ingest(&records[3..4]), vec![Outcome::Duplicate]);
+    // A withdrawal on top: one record fewer (and the correction): refused too.
+    gw.withdraw("police_crime", &[5]);
+    let files = gw.release_files();
+    let after_withdrawal = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, after_withdrawal, &first);
+}
+
+#[test]
+fn a_corrected_record_counted_once_more_is_released_once_min_cell_versions_differ() {
+    // min_cell 3: one correction (2 versions) is refused, two corrections (4) are released, and
+    // the released table shows the corrected value.
+    let gw = Gateway::open();
+    let mut purpose = Purpose::aggregate(
+        "counts",
+        vec![Part::deny_all("police_crime").with("victim_sex", "keep")],
+    );
+    purpose.min_cell = 3;
+    let p = policy(&[purpose]);
+    let records = crimes(1..21);
+    gw.ingest_new(&records);
+    let first = table(&gw, &p, "victim_sex");
+    assert_eq!(
+        gw.ingest(&[records[2].clone().text("victim_sex", "Unknown")]),
+        vec![Outcome::Replaced]
+    );
+    let refused = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert!(
+        matches!(&refused, Err(ReleaseError::Denied { rule, .. }) if *rule == DIFFERENCING),
+        "{refused:?}"
+    );
+    assert_eq!(
+        gw.ingest(&[records[4].clone().text("victim_sex", "Unknown")]),
+        vec![Outcome::Replaced]
+    );
+    let second = table(&gw, &p, "victim_sex");
+    assert_ne!(first.release_id, second.release_id);
+    let (_, rows) = release_csv(&second, "police_crime_by_victim_sex.csv");
+    assert!(
+        rows.iter().any(|r| r[0] == "Unknown"),
+        "the corrections are counted: {rows:?}"
+    );
+}
+
+#[test]
+fn a_table_of_another_purpose_one_record_apart_is_refused() {
+    // Two purposes over police_crime: "counts" counts every crime, "adults-under-40" those with
+    // a victim aged up to 39, one record fewer (ages are 21..=40). An analyst allowed both must
+    // not get the one record by subtraction.
+    let gw = Gateway::open();
+    let all = Purpose::aggregate(
+        "counts",
+        vec![Part::deny_all("police_crime").with("victim_sex", "keep")],
+    );
+    let under_40 = Purpose::aggregate(
+        "adults-under-40",
+        vec![
+            Part::deny_all("police_crime")
+                .with("victim_sex", "keep")
+                .filter("{ field = \"victim_age\", max = 39 }"),
+        ],
+    );
+    let p = policy(&[all, under_40]);
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    let files = gw.release_files();
+    let other = gw.aggregate(&p, "adults-under-40", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, other, &first);
+    // Ten records apart (ages 31..=40 left out): released.
+    let mut under_31 = Purpose::aggregate(
+        "adults-under-31",
+        vec![
+            Part::deny_all("police_crime")
+                .with("victim_sex", "keep")
+                .filter("{ field = \"victim_age\", max = 30 }"),
+        ],
+    );
+    under_31.min_cell = 10;
+    let p = policy(&[
+        Purpose::aggregate(
+            "counts",
+            vec![Part::deny_all("police_crime").with("victim_sex", "keep")],
+        ),
+        under_31,
+    ]);
+    gw.aggregate(&p, "adults-under-31", "police_crime", &by("victim_sex"))
+        .unwrap_or_else(|e| panic!("ten records apart: {e}"));
+}
+
+#[test]
+fn an_undelivered_table_is_not_an_earlier_table() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let delivered = table(&gw, &p, "victim_sex");
+    gw.ingest_new(&crimes(21..31));
+    // Ten more records: released, then never delivered (its call ended before it was sent).
+    let undelivered = table(&gw, &p, "victim_sex");
+    gw.releaser
+        .forget_undelivered_table(&undelivered.release_id)
+        .expect("forget");
+    assert!(
+        !gw.release_files()
+            .iter()
+            .any(|n| n.starts_with(&undelivered.release_id) && n.ends_with(".units")),
+        "its unit list is removed"
+    );
+    assert!(
+        gw.releaser
+            .registry()
+            .list()
+            .expect("list")
+            .iter()
+            .any(|r| r.header.release_id == undelivered.release_id),
+        "it stays registered"
+    );
+    // One more record: one apart from the undelivered table (nobody saw it), eleven from the
+    // delivered one: released.
+    gw.ingest_new(&crimes(31..32));
+    let _next = table(&gw, &p, "victim_sex");
+    // The delivered table is still compared: a table one record from it is still refused.
+    gw.withdraw("police_crime", &(21..32).collect::<Vec<_>>());
+    gw.ingest_new(&crimes(40..41));
+    let files = gw.release_files();
+    let near_delivered = gw.aggregate(&p, "counts", "police_crime", &by("victim_sex"));
+    assert_differencing_refused(&gw, &files, near_delivered, &delivered);
+}
+
+#[test]
+fn table_unit_lists_survive_a_restart_and_the_refusal_still_happens() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    // A unit list of a release never committed (the gateway stopped before its entry).
+    let stray = super::registry::TableUnits {
+        release_id: "ff".repeat(16),
+        agreement: AGREEMENT.into(),
+        purpose: "counts".into(),
+        dataset: "police_crime".into(),
+        released: "2026-01-15T12:00:00.000Z".into(),
+        min_cell: 10,
+        by: vec!["victim_sex:keep".into()],
+        units: 1,
+        population: super::differencing::Units::new(vec![1]).digest(),
+    };
+    gw.releaser
+        .registry()
+        .write_table_units(&stray, &super::differencing::Units::new(vec![1]))
+        .expect("write a stray unit list");
+    let files_before_restart = gw.release_files();
+    let has_units = |files: &BTreeSet<String>, id: &str| {
+        files
+            .iter()
+            .any(|n| n.starts_with(&format!("{id}.")) && n.ends_with(".units"))
+    };
+    assert!(has_units(&files_before_restart, &stray.release_id));
+
+    // Restart: a new releaser over the same data directory.
+    let restarted = Releaser::new(
+        gw.store.clone(),
+        gw.audit.clone(),
+        catalog().clone(),
+        ReleaseKey::from_bytes(&[0x42; 32]),
+        gw.dir.path(),
+    )
+    .expect("releaser after the restart");
+    let files = gw.release_files();
+    assert!(
+        !has_units(&files, &stray.release_id)
+            && !files
+                .iter()
+                .any(|n| n.ends_with(&format!("-{}.fp", stray.population))),
+        "the uncommitted unit list and its population are removed: {files:?}"
+    );
+    assert!(has_units(&files, &first.release_id));
+
+    gw.ingest_new(&crimes(21..22));
+    let req = AggregateRequest {
+        agreement: AGREEMENT.into(),
+        purpose: "counts".into(),
+        dataset: "police_crime".into(),
+        by: by("victim_sex"),
+    };
+    let result = restarted.aggregate(&p, &analyst(), &actor(), &req, NOW);
+    assert_differencing_refused(&gw, &files, result, &first);
+}
+
+#[test]
+fn another_analyst_is_refused_a_table_one_record_apart_too() {
+    let gw = Gateway::open();
+    let p = table_policy();
+    gw.ingest_new(&crimes(1..21));
+    let first = table(&gw, &p, "victim_sex");
+    gw.ingest_new(&crimes(21..22));
+    let other = Requester {
+        sub: "b.analyst".into(),
+        agency: Some("rbk-council".into()),
+        roles: vec!["analyst".into()],
+    };
+    let other_actor = Actor {
+        kind: "analyst".into(),
+        id: "b.analyst".into(),
+        agency: Some("rbk-council".into()),
+    };
+    let req = AggregateRequest {
+        agreement: AGREEMENT.into(),
+        purpose: "counts".into(),
+        dataset: "police_crime".into(),
+        by: by("victim_sex"),
+    };
+    let files = gw.release_files();
+    let result = gw.releaser.aggregate(&p, &other, &other_actor, &req, NOW);
+    assert_differencing_refused(&gw, &files, result, &first);
+    let entry = gw.entries().pop().expect("the refusal");
+    assert_eq!(entry.actor.id, "b.analyst");
 }

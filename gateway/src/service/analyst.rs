@@ -3,8 +3,7 @@
 //! is audited with the SHA-256 of the agreement in force.
 
 use super::Shared;
-use crate::audit::entry::Actor;
-use crate::audit::entry::{Action, AgreementRef, Decision, Entry};
+use crate::audit::entry::{Action, Actor, AgreementRef, Decision, Entry};
 use crate::jwt::Role;
 use crate::policy::Policy;
 use crate::policy::decide::{self, FieldOutcome, Request as PolicyRequest};
@@ -18,44 +17,40 @@ use tonic::{Request, Response, Status};
 /// Runs a release off the async runtime and maps its failure to a status: a policy refusal is
 /// `PERMISSION_DENIED` naming the rule (and the audit entry of the refusal), an audit or storage
 /// failure `UNAVAILABLE` (nothing was released), a bad request `INVALID_ARGUMENT`.
+///
+/// Releases are built a few at a time gateway-wide (`limits.max_concurrent_releases`); the rest
+/// wait their turn, within the call's deadline ([`super::deadline`]). The release slot and the
+/// caller's `permit` are held until the work ends, even when the call has ended before it: work
+/// that cannot be stopped still counts against the limits.
 async fn run_release(
     shared: &Shared,
     actor: Actor,
-    peer: Option<std::net::SocketAddr>,
+    permit: crate::limits::Permit,
     f: impl FnOnce(&Policy, &Actor, time::OffsetDateTime) -> Result<Prepared, ReleaseError>
     + Send
     + 'static,
-) -> Result<Prepared, Status> {
-    // Releases are built a few at a time gateway-wide; the rest wait, up to the deadline.
-    let timeout = shared.limits.limits().request_timeout;
-    let slot = tokio::time::timeout(timeout, shared.limits.releases.clone().acquire_owned()).await;
-    let _slot = match slot {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return Err(Status::unavailable("the gateway is stopping")),
-        Err(_) => {
-            let r = crate::limits::Refusal {
-                limit: "limits.request_timeout_secs",
-                message: format!(
-                    "no release slot came free within {} s ({} releases are built at once); \
-                     nothing was released, try again later",
-                    timeout.as_secs(),
-                    shared.limits.limits().max_concurrent_releases
-                ),
-                audit: Some(0),
-            };
-            let status =
-                Status::deadline_exceeded(format!("refused by {}: {}", r.limit, r.message));
-            return Err(shared.limit_refused(actor, peer, &r, status).await);
-        }
+) -> Result<Sealed, Status> {
+    let Ok(slot) = shared.limits.releases.clone().acquire_owned().await else {
+        return Err(Status::unavailable("the gateway is stopping"));
     };
     let policy = shared.policy();
     let now = shared.now();
-    let result = tokio::task::spawn_blocking(move || f(&policy, &actor, now))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "release task failed");
-            Status::internal("the release task failed; nothing was released")
-        })?;
+    let audit = shared.audit.clone();
+    let releaser = shared.releaser.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _held = (slot, permit);
+        f(&policy, &actor, now).map(|prepared| Sealed {
+            prepared: Some(prepared),
+            audit,
+            actor,
+            releaser,
+        })
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "release task failed");
+        Status::internal("the release task failed; nothing was released")
+    })?;
     result.map_err(|e| match e {
         ReleaseError::Denied {
             rule: rule @ "limits.max_release_rows",
@@ -89,6 +84,84 @@ async fn run_release(
             )
         }
     })
+}
+
+/// A release sealed for one call: audited, registered and spooled, not yet handed over.
+///
+/// Handed to [`send_release`], it is sent. Dropped instead, its call ended while the release was
+/// being sealed: the deadline passed (an audit log slow to make its entry durable, say) or the
+/// caller went away, and the work, which cannot be stopped half-way through its audit entry,
+/// finished later. Such a release stays registered, as its `release` entry says it was made (the
+/// registry agrees with the log, as after a restart between the two), and a second entry, action
+/// `deny` with the same release id and a reason starting "not delivered", says that nothing of
+/// it was sent; its spooled files are removed. A table's unit list is removed too (under the
+/// lock tables are compared under, [`crate::release::Releaser::forget_undelivered_table`]):
+/// nobody saw the table, so it must not count as an earlier table that refuses later ones.
+///
+/// The drop is reached by `server_tests::c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_sent`
+/// (an aggregate sealed after its deadline); the removal itself is tested in
+/// `release::tests::an_undelivered_table_is_not_an_earlier_table`.
+struct Sealed {
+    prepared: Option<Prepared>,
+    audit: crate::audit::log::AuditLog,
+    actor: Actor,
+    releaser: crate::release::Releaser,
+}
+
+impl Sealed {
+    /// The release, to send.
+    fn into_prepared(mut self) -> Prepared {
+        self.prepared
+            .take()
+            .expect("a sealed release is handed over once, when it is made")
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        let Some(prepared) = self.prepared.take() else {
+            return;
+        };
+        let body = &prepared.manifest.release;
+        let mut e = Entry::new(self.actor.clone(), Action::Deny, Decision::Deny);
+        e.release = Some(prepared.release_id.clone());
+        e.datasets = body.files.iter().map(|f| f.dataset.clone()).collect();
+        e.agreement = Some(body.agreement.clone());
+        e.reason = Some(format!(
+            "not delivered: release {} (audit entry {}) was ready only after its call had ended \
+             (its deadline passed or the caller went away); nothing of it was sent and its files \
+             were removed",
+            prepared.release_id, prepared.audit_entry
+        ));
+        tracing::warn!(release = %prepared.release_id, audit_entry = prepared.audit_entry, "a release was ready after its call had ended; not sent");
+        let release_id = prepared.release_id.clone();
+        let table = prepared.manifest.release.kind == "aggregate";
+        // Removes the spool.
+        drop(prepared);
+        let audit = self.audit.clone();
+        let releaser = self.releaser.clone();
+        // Blocking (a file removal, and a lock another table may hold while it is compared):
+        // run where blocking is allowed.
+        let forget = move || {
+            if table && let Err(err) = releaser.forget_undelivered_table(&release_id) {
+                tracing::error!(release = %release_id, error = %err, "cannot remove the unit list of an undelivered table; later tables are still compared with it");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(forget);
+                rt.spawn(async move {
+                    if let Err(err) = audit.append_one(e).await {
+                        tracing::error!(error = %err, "cannot audit that a release was not delivered");
+                    }
+                });
+            }
+            Err(_) => {
+                forget();
+                tracing::error!("cannot audit that a release was not delivered: no runtime");
+            }
+        }
+    }
 }
 
 /// Streams a prepared (already audited) release: each file in chunks, `manifest.json` last.
@@ -200,8 +273,7 @@ impl AnalystService for AnalystSvc {
         &self,
         req: Request<pb::ExtractRequest>,
     ) -> Result<Response<Self::ExtractStream>, Status> {
-        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
-        let peer = req.remote_addr();
+        let (who, permit) = self.shared.require_user(&req, Role::Analyst).await?;
         let r = req.into_inner();
         let request = ExtractRequest {
             agreement: r.agreement,
@@ -211,21 +283,20 @@ impl AnalystService for AnalystSvc {
         let fields = r.fields;
         let shared = self.shared.clone();
         let actor = self.shared.analyst_actor(&who);
-        let prepared = run_release(&self.shared, actor, peer, move |policy, actor, now| {
+        let sealed = run_release(&self.shared, actor, permit, move |policy, actor, now| {
             shared
                 .releaser
                 .extract_fields(policy, &who, actor, &request, &fields, now)
         })
         .await?;
-        Ok(Response::new(send_release(prepared)))
+        Ok(Response::new(send_release(sealed.into_prepared())))
     }
 
     async fn aggregate(
         &self,
         req: Request<pb::AggregateRequest>,
     ) -> Result<Response<Self::AggregateStream>, Status> {
-        let (who, _permit) = self.shared.require_user(&req, Role::Analyst).await?;
-        let peer = req.remote_addr();
+        let (who, permit) = self.shared.require_user(&req, Role::Analyst).await?;
         let r = req.into_inner();
         let request = AggregateRequest {
             agreement: r.agreement,
@@ -235,13 +306,13 @@ impl AnalystService for AnalystSvc {
         };
         let shared = self.shared.clone();
         let actor = self.shared.analyst_actor(&who);
-        let prepared = run_release(&self.shared, actor, peer, move |policy, actor, now| {
+        let sealed = run_release(&self.shared, actor, permit, move |policy, actor, now| {
             shared
                 .releaser
                 .aggregate(policy, &who, actor, &request, now)
         })
         .await?;
-        Ok(Response::new(send_release(prepared)))
+        Ok(Response::new(send_release(sealed.into_prepared())))
     }
 
     async fn list_agreements(

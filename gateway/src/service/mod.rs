@@ -1,10 +1,11 @@
 //! gRPC services: thin shells that take the caller's identity, convert the request, call the
 //! core and map errors. Status mapping lives in [`status_of`] only; identity checks and their
-//! audit entries live in [`Shared`].
+//! audit entries live in [`Shared`]; the whole-call deadline in [`deadline`].
 
 pub mod agent;
 pub mod analyst;
 pub mod audit;
+pub mod deadline;
 
 use crate::audit::entry::{Action, Actor, Decision, Entry};
 use crate::audit::log::{AuditError, AuditLog};
@@ -139,7 +140,7 @@ impl Shared {
 
     /// The verified JWT subject of the call, which must hold `role`; anything else is refused
     /// and the refusal audited (`UNAUTHENTICATED` without a valid token, `PERMISSION_DENIED`
-    /// without the role).
+    /// without the role). The subject is left for the call's deadline ([`deadline::Proven`]).
     pub async fn require_role<T>(&self, req: &Request<T>, role: Role) -> Result<Requester, Status> {
         let claims = match crate::jwt::bearer(req).and_then(|t| self.jwt.verify(t, self.now())) {
             Ok(c) => c,
@@ -188,6 +189,11 @@ impl Shared {
                 .auth_failure(req, self.analyst_actor(&who), &reason, status)
                 .await);
         }
+        deadline::Proven::record(
+            req,
+            self.analyst_actor(&who),
+            crate::limits::CallerKey::User(who.sub.clone()),
+        );
         Ok(who)
     }
 
@@ -207,7 +213,8 @@ impl Shared {
         }
     }
 
-    /// The calling agency; anything else is refused and the refusal audited.
+    /// The calling agency; anything else is refused and the refusal audited. The agency is left
+    /// for the call's deadline ([`deadline::Proven`]).
     pub async fn require_agent<T>(&self, req: &Request<T>) -> Result<AgencyId, Status> {
         match identify(req, &self.trust_domain) {
             Ok(Identity::Agent(a)) => {
@@ -222,6 +229,11 @@ impl Shared {
                 {
                     crate::metrics::global().certificate(a.as_str(), not_after);
                 }
+                deadline::Proven::record(
+                    req,
+                    Actor::agent(a.as_str(), &self.trust_domain),
+                    crate::limits::CallerKey::Agency(a.to_string()),
+                );
                 Ok(a)
             }
             Ok(other) => Err(self
