@@ -63,12 +63,22 @@ fn all_bytes_under(dir: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The length of the first of `needles` found in `hay` (one pass per distinct needle length).
-fn find_any(hay: &[u8], needles: &HashSet<String>) -> Option<usize> {
+/// The first of `needles` found in `hay` (one pass per distinct needle length), with its
+/// surroundings, so a failure says what leaked and where (synthetic values only).
+fn find_any(hay: &[u8], needles: &HashSet<String>) -> Option<String> {
     let set: HashSet<&[u8]> = needles.iter().map(|n| n.as_bytes()).collect();
     let lens: HashSet<usize> = set.iter().map(|n| n.len()).collect();
-    lens.into_iter()
-        .find(|&l| hay.windows(l).any(|w| set.contains(w)))
+    lens.into_iter().find_map(|l| {
+        hay.windows(l).position(|w| set.contains(w)).map(|at| {
+            let from = at.saturating_sub(60);
+            let to = (at + l + 60).min(hay.len());
+            format!(
+                "{:?} in …{}…",
+                String::from_utf8_lossy(&hay[at..at + l]),
+                String::from_utf8_lossy(&hay[from..to])
+            )
+        })
+    })
 }
 
 #[test]
@@ -78,6 +88,7 @@ fn every_agency_pushes_and_no_raw_identifier_is_stored() -> Result<()> {
     let exports = pki.path().join("exports");
     let catalog = skp_core::Catalog::embedded()?;
     let mut raw_values: HashSet<String> = HashSet::new();
+    let mut stored_values: HashSet<String> = HashSet::new();
     let mut expected = 0u64;
     for agency in AGENCIES {
         for (dataset, file) in synth(agency, 150, &exports.join(agency))? {
@@ -95,19 +106,23 @@ fn every_agency_pushes_and_no_raw_identifier_is_stored() -> Result<()> {
             let header = rdr.remove(0);
             for row in rdr {
                 for (col, val) in header.iter().zip(&row) {
-                    if ds
+                    let direct = ds
                         .field(col)
-                        .is_some_and(|f| f.class == skp_core::FieldClass::Direct)
-                        && val.len() >= 6
-                    {
+                        .is_some_and(|f| f.class == skp_core::FieldClass::Direct);
+                    if direct && val.len() >= 6 {
                         raw_values.insert(val.clone());
                         raw_values.insert(val.to_uppercase());
                         raw_values.insert(val.replace([' ', '-'], ""));
+                    } else if !direct {
+                        stored_values.insert(val.clone());
                     }
                 }
             }
         }
     }
+    // A value that is also a value of a field the gateway does store (a child's date of birth
+    // equal to a probation order's start date) is no leak when found.
+    raw_values.retain(|v| !stored_values.contains(v));
     assert!(
         raw_values.len() > 500,
         "the exports hold identifiers to look for ({})",

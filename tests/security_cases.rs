@@ -9,12 +9,17 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::{
-    GatewayProc, Pki, agent_client, audit_entries, export_audit, issue_cert, run_agent,
-    run_gateway, synth_catalog, text, verify_audit, workspace_root,
+    GatewayProc, Pki, agent_client, audit_entries, config_with_console, console_port,
+    console_request, export_audit, issue_cert, run_agent, run_gateway, synth_catalog, text,
+    verify_audit, workspace_root,
 };
 use gateway::audit::entry::{Action, Actor, Decision, Entry};
 use gateway::audit::log::AuditLog;
 use gateway::jwt::{DevIdpKey, DevTokenRequest, JwtConfig, JwtError, JwtVerifier, Role};
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{
+    DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -28,6 +33,7 @@ use sharing_proto::v1::analyst_service_client::AnalystServiceClient;
 use sharing_proto::v1::audit_service_client::AuditServiceClient;
 use skp_core::checkpoint::{self, SigningKey};
 use skp_core::merkle;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +41,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as Ask;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as Answer;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1349,6 +1359,625 @@ fn c30_no_tls_key_log_is_written_even_with_sslkeylogfile_set() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Cases 31 and 35: the exposed gRPC API, read through the gateway's own server reflection
+// (tonic-reflection's v1 client; the descriptors it returns are prost-types')
+
+/// Starts a call of the method at `path` (`/package.Service/Method`) as a bidirectional stream
+/// of `requests` (on the wire a unary call is the same with one message each way), encoded with
+/// tonic's prost codec. Returns the response stream once the server has answered with headers,
+/// or the status it refused with.
+async fn start_call<E, D>(
+    ch: &Channel,
+    path: &str,
+    requests: Vec<E>,
+) -> Result<tonic::Streaming<D>, tonic::Status>
+where
+    E: prost::Message + Send + Sync + 'static,
+    D: prost::Message + Default + Send + Sync + 'static,
+{
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path)
+        .map_err(|e| tonic::Status::invalid_argument(format!("bad method path {path:?}: {e}")))?;
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("the channel is not ready: {e}")))?;
+    let response = grpc
+        .streaming(
+            tonic::Request::new(futures::stream::iter(requests)),
+            path,
+            tonic_prost::ProstCodec::<E, D>::default(),
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+const REFLECTION_V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+/// Asks server reflection v1 the questions in `asks` on one stream; their answers, in order.
+/// An `ErrorResponse` is an error naming the question.
+async fn reflect(ch: &Channel, asks: Vec<Ask>) -> Result<Vec<Answer>> {
+    let requests: Vec<ServerReflectionRequest> = asks
+        .iter()
+        .map(|ask| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(ask.clone()),
+        })
+        .collect();
+    let mut stream = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(futures::stream::iter(requests))
+        .await
+        .context("server reflection v1 refused the call")?
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(r) = stream
+        .message()
+        .await
+        .context("server reflection v1 broke off")?
+    {
+        answers.push(r.message_response);
+    }
+    ensure!(
+        answers.len() == asks.len(),
+        "{} reflection questions got {} answers",
+        asks.len(),
+        answers.len()
+    );
+    asks.iter()
+        .zip(answers)
+        .map(|(ask, answer)| match answer {
+            Some(Answer::ErrorResponse(e)) => bail!(
+                "reflection answered {ask:?} with error {}: {}",
+                e.error_code,
+                e.error_message
+            ),
+            Some(a) => Ok(a),
+            None => bail!("reflection answered {ask:?} with nothing"),
+        })
+        .collect()
+}
+
+/// A method of the exposed API (names without the leading dot).
+#[derive(Debug)]
+struct ApiMethod {
+    service: String,
+    name: String,
+    input: String,
+    output: String,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// The gRPC API a gateway exposes, as its server reflection lists and describes it.
+struct ExposedApi {
+    /// The services reflection lists, sorted.
+    services: Vec<String>,
+    /// Their methods, in service order then declaration order.
+    methods: Vec<ApiMethod>,
+    /// Every message type of the files reflection returned, by full name (`package.Outer.Inner`).
+    messages: BTreeMap<String, DescriptorProto>,
+    /// Every enum type of those files, by full name.
+    enums: BTreeMap<String, EnumDescriptorProto>,
+}
+
+/// Lists the services by reflection, fetches the file declaring each (`file_containing_symbol`)
+/// and every file those import (`file_by_filename`), and decodes them.
+async fn exposed_api(ch: &Channel) -> Result<ExposedApi> {
+    use prost::Message as _;
+    let listed = reflect(ch, vec![Ask::ListServices(String::new())]).await?;
+    let Some(Answer::ListServicesResponse(listed)) = listed.into_iter().next() else {
+        bail!("reflection answered list_services with something else");
+    };
+    let mut services: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+    services.sort();
+    services.dedup();
+    ensure!(!services.is_empty(), "reflection lists no service");
+
+    let mut files: BTreeMap<String, FileDescriptorProto> = BTreeMap::new();
+    let mut asks: Vec<Ask> = services
+        .iter()
+        .map(|s| Ask::FileContainingSymbol(s.clone()))
+        .collect();
+    while !asks.is_empty() {
+        for answer in reflect(ch, asks).await? {
+            let Answer::FileDescriptorResponse(f) = answer else {
+                bail!("reflection answered a file question with {answer:?}");
+            };
+            for bytes in f.file_descriptor_proto {
+                let file = FileDescriptorProto::decode(bytes.as_slice())
+                    .context("a file descriptor from reflection does not decode")?;
+                files.entry(file.name().to_owned()).or_insert(file);
+            }
+        }
+        // Then the files those import, until none is missing.
+        let missing: BTreeSet<String> = files
+            .values()
+            .flat_map(|f| f.dependency.iter())
+            .filter(|d| !files.contains_key(*d))
+            .cloned()
+            .collect();
+        asks = missing.into_iter().map(Ask::FileByFilename).collect();
+    }
+
+    let mut messages = BTreeMap::new();
+    let mut enums = BTreeMap::new();
+    for f in files.values() {
+        let prefix = qualified(f.package(), "");
+        index_types(&prefix, &f.message_type, &mut messages, &mut enums);
+        for e in &f.enum_type {
+            enums.insert(format!("{prefix}{}", e.name()), e.clone());
+        }
+    }
+    let mut methods = Vec::new();
+    for s in &services {
+        let declared = files
+            .values()
+            .flat_map(|f| {
+                f.service
+                    .iter()
+                    .map(move |d| (qualified(f.package(), d.name()), d))
+            })
+            .find(|(name, _)| name == s)
+            .map(|(_, d)| d)
+            .with_context(|| format!("reflection lists {s} but no file it returned declares it"))?;
+        for m in &declared.method {
+            methods.push(ApiMethod {
+                service: s.clone(),
+                name: m.name().to_owned(),
+                input: m.input_type().trim_start_matches('.').to_owned(),
+                output: m.output_type().trim_start_matches('.').to_owned(),
+                client_streaming: m.client_streaming(),
+                server_streaming: m.server_streaming(),
+            });
+        }
+    }
+    Ok(ExposedApi {
+        services,
+        methods,
+        messages,
+        enums,
+    })
+}
+
+/// `package.name`, or `name` in no package.
+fn qualified(package: &str, name: &str) -> String {
+    if package.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{package}.{name}")
+    }
+}
+
+/// Indexes `list` and their nested messages and enums by full name under `prefix`.
+fn index_types(
+    prefix: &str,
+    list: &[DescriptorProto],
+    messages: &mut BTreeMap<String, DescriptorProto>,
+    enums: &mut BTreeMap<String, EnumDescriptorProto>,
+) {
+    for m in list {
+        let name = format!("{prefix}{}", m.name());
+        index_types(&format!("{name}."), &m.nested_type, messages, enums);
+        for e in &m.enum_type {
+            enums.insert(format!("{name}.{}", e.name()), e.clone());
+        }
+        messages.insert(name, m.clone());
+    }
+}
+
+impl ExposedApi {
+    /// The request message types of `service`'s methods.
+    fn requests_of(&self, service: &str) -> Vec<String> {
+        self.methods
+            .iter()
+            .filter(|m| m.service == service)
+            .map(|m| m.input.clone())
+            .collect()
+    }
+
+    /// The message types reachable from `roots` through message fields, the roots included.
+    fn reachable(&self, roots: Vec<String>) -> Result<BTreeSet<String>> {
+        let mut seen = BTreeSet::new();
+        let mut todo = roots;
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let m = self
+                .messages
+                .get(&name)
+                .with_context(|| format!("reflection described no message {name}"))?;
+            for f in m.field.iter().filter(|f| f.r#type() == Type::Message) {
+                todo.push(f.type_name().trim_start_matches('.').to_owned());
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The fields (`Message.field`) of the messages reachable from `roots` whose name says the
+    /// caller points at a stored object: a release, job, result, receipt or audit entry, or any
+    /// id. Case 31 (BOLA) needs such a field to exist in a request before it can apply.
+    fn object_reference_fields(&self, roots: Vec<String>) -> Result<Vec<String>> {
+        let names_an_object = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            name == "id"
+                || name.ends_with("_id")
+                || ["release", "job", "result", "receipt"]
+                    .iter()
+                    .any(|p| name.starts_with(p))
+                || matches!(name.as_str(), "entry" | "index" | "audit_entry")
+        };
+        let mut out = Vec::new();
+        for name in self.reachable(roots)? {
+            for f in &self.messages[&name].field {
+                if names_an_object(f.name()) {
+                    out.push(format!("{name}.{}", f.name()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The canonical text of the API: every service, every method with its stream markers, and
+    /// every field (`Message.field = number type`) of every message reachable from a request,
+    /// with the values of the enums those use. One fact a line, each line unique, sorted.
+    fn canonical_text(&self) -> Result<String> {
+        let mut out = String::from(
+            "# The gRPC API the gateway exposes, as its server reflection (grpc.reflection.v1)\n\
+             # describes it: every service, every method, and every field of every message a\n\
+             # method takes (recursively). Checked by tests/security_cases.rs::\n\
+             # c35_the_exposed_services_and_methods_equal_the_committed_allowlist. A change here\n\
+             # is a change to the exposed API: it needs a security review before it is committed.\n",
+        );
+        out.push('\n');
+        for s in &self.services {
+            out.push_str(&format!("service {s}\n"));
+        }
+        out.push('\n');
+        let mut rpcs: Vec<String> = self
+            .methods
+            .iter()
+            .map(|m| {
+                let stream = |on: bool| if on { "stream " } else { "" };
+                format!(
+                    "rpc {}/{}({}{}) returns ({}{})",
+                    m.service,
+                    m.name,
+                    stream(m.client_streaming),
+                    m.input,
+                    stream(m.server_streaming),
+                    m.output
+                )
+            })
+            .collect();
+        rpcs.sort();
+        for r in rpcs {
+            out.push_str(&r);
+            out.push('\n');
+        }
+        out.push('\n');
+        let requests = self.methods.iter().map(|m| m.input.clone()).collect();
+        let mut enums_used = BTreeSet::new();
+        for name in self.reachable(requests)? {
+            let m = &self.messages[&name];
+            let mut fields: Vec<_> = m.field.iter().collect();
+            fields.sort_by_key(|f| f.number());
+            for f in fields {
+                let label = match (f.label(), f.proto3_optional()) {
+                    (Label::Repeated, _) => "repeated ",
+                    (_, true) => "optional ",
+                    _ => "",
+                };
+                let oneof = match f.oneof_index {
+                    Some(i) if !f.proto3_optional() => {
+                        let decl = usize::try_from(i).ok().and_then(|i| m.oneof_decl.get(i));
+                        format!(" (oneof {})", decl.map_or("?", |d| d.name()))
+                    }
+                    _ => String::new(),
+                };
+                if f.r#type() == Type::Enum {
+                    enums_used.insert(f.type_name().trim_start_matches('.').to_owned());
+                }
+                out.push_str(&format!(
+                    "field {name}.{} = {} {label}{}{oneof}\n",
+                    f.name(),
+                    f.number(),
+                    scalar_or_type_name(f)
+                ));
+            }
+        }
+        for e in enums_used {
+            let d = self
+                .enums
+                .get(&e)
+                .with_context(|| format!("reflection described no enum {e}"))?;
+            for v in &d.value {
+                out.push_str(&format!("enum {e}.{} = {}\n", v.name(), v.number()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The protobuf name of a field's type: the scalar's, or the message or enum type's full name.
+/// A type number this `prost-types` does not know (or none) is `type<number>`.
+fn scalar_or_type_name(f: &FieldDescriptorProto) -> String {
+    let number = f.r#type.unwrap_or(0);
+    let Ok(t) = Type::try_from(number) else {
+        return format!("type{number}");
+    };
+    let scalar = match t {
+        Type::Double => "double",
+        Type::Float => "float",
+        Type::Int64 => "int64",
+        Type::Uint64 => "uint64",
+        Type::Int32 => "int32",
+        Type::Fixed64 => "fixed64",
+        Type::Fixed32 => "fixed32",
+        Type::Bool => "bool",
+        Type::String => "string",
+        Type::Group => "group",
+        Type::Bytes => "bytes",
+        Type::Uint32 => "uint32",
+        Type::Sfixed32 => "sfixed32",
+        Type::Sfixed64 => "sfixed64",
+        Type::Sint32 => "sint32",
+        Type::Sint64 => "sint64",
+        Type::Message | Type::Enum => return f.type_name().trim_start_matches('.').to_owned(),
+    };
+    scalar.to_owned()
+}
+
+/// `None` if the texts are equal, else their difference, a line each: `- ` a line only the
+/// allowlist has, `+ ` a line only the gateway's text has (every line of the text is unique).
+fn allowlist_diff(allowed: &str, actual: &str) -> Option<String> {
+    if allowed == actual {
+        return None;
+    }
+    let allowed_lines: BTreeSet<&str> = allowed.lines().collect();
+    let actual_lines: BTreeSet<&str> = actual.lines().collect();
+    let mut diff = String::new();
+    for l in allowed.lines().filter(|l| !actual_lines.contains(l)) {
+        diff.push_str(&format!("- {l}\n"));
+    }
+    for l in actual.lines().filter(|l| !allowed_lines.contains(l)) {
+        diff.push_str(&format!("+ {l}\n"));
+    }
+    if diff.is_empty() {
+        diff.push_str("(the same lines, in another order or with other line ends)\n");
+    }
+    Some(diff)
+}
+
+/// Whether a call of the method at `path` without credentials reaches a service: anything but
+/// `UNIMPLEMENTED`, which is what tonic's router answers for a method it does not route.
+async fn is_routed(ch: &Channel, path: &str) -> Result<bool> {
+    // `()` is `google.protobuf.Empty`: an empty request, and any answer with its fields skipped.
+    match start_call::<(), ()>(ch, path, vec![()]).await {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::Unimplemented => Ok(false),
+        Err(s) if s.code() == Code::Unavailable || s.code() == Code::InvalidArgument => {
+            Err(anyhow::anyhow!("the probe of {path} failed: {s:?}"))
+        }
+        Err(_) => Ok(true),
+    }
+}
+
+/// Case 31 (BOLA) does not apply, and this test keeps it so. No analyst request names a stored
+/// object: no field of an `AnalystService` request message (recursively) is an id or names a
+/// release, job, result, receipt or audit entry (a release's id and audit entry come in the
+/// response, to the caller who asked for it). What an analyst names is an agreement and a
+/// purpose, so "another user's object" is another recipient's purpose: analyst B of the probation
+/// service asking under a purpose whose only recipient is A's council is refused with
+/// `PERMISSION_DENIED` naming `not-a-recipient` (and audited), and so is a council analyst whom a
+/// purpose restricts by subject; each gets its release as a recipient. The audit entry a
+/// refusal names by index is for auditors: the console's `/entries/<n>` refuses an analyst.
+#[tokio::test(flavor = "multi_thread")]
+async fn c31_no_analyst_call_takes_an_object_id_and_one_analyst_cannot_use_anothers_agreement()
+-> Result<()> {
+    const ANALYST: &str = "sharing.v1.AnalystService";
+    let pki = Pki::new()?;
+    let gw = GatewayProc::start(&config_with_console(&pki)?)?;
+    let ch = channel(&pki, &gw, None).await?;
+
+    // No analyst request names an object, by the gateway's own description of its API.
+    let api = exposed_api(&ch).await?;
+    let requests = api.requests_of(ANALYST);
+    ensure!(
+        requests.len() >= 4,
+        "reflection describes {} {ANALYST} methods: {:?}",
+        requests.len(),
+        api.methods
+    );
+    let named = api.object_reference_fields(requests)?;
+    ensure!(
+        named.is_empty(),
+        "an analyst request names a stored object, so case 31 (BOLA) now applies: {named:?}. \
+         Such a call must check that the object belongs to the caller and answer one status for \
+         another's object and a missing one; add that test and update the README's case 31"
+    );
+    // The same check flags the object references a release does carry, in its response.
+    let in_response = api.object_reference_fields(vec!["sharing.v1.ReleaseChunk".into()])?;
+    ensure!(
+        in_response
+            == [
+                "sharing.v1.ReleaseChunk.release_id",
+                "sharing.v1.ReleaseChunk.audit_entry"
+            ],
+        "the check missed the response's object references: {in_response:?}"
+    );
+
+    // A: the development analyst of the council. B: an analyst of the probation service, a
+    // recipient of the reoffending purpose only (policies/agreements/reoffending-iom.toml).
+    let idp = DevIdpKey::load(&pki.path().join(gateway::jwt::DEV_IDP_KEY_FILE))?;
+    let roles = [Role::Analyst];
+    let token_of = |sub: &str, agency: &str| {
+        idp.sign(
+            &DevTokenRequest {
+                agency: Some(agency),
+                ..DevTokenRequest::new(sub, &roles)
+            },
+            OffsetDateTime::now_utc(),
+        )
+    };
+    let a = read_token(&pki, "analysts/rbk-analyst.jwt")?;
+    let b = token_of("probation-analyst", "probation")?;
+    let mut analyst = AnalystServiceClient::new(ch.clone());
+
+    // Which agreements exist is no secret: every analyst is shown all of them, each purpose
+    // flagged whether they may request it.
+    let listed = analyst
+        .list_agreements(bearer(pb::ListAgreementsRequest {}, &b)?)
+        .await?
+        .into_inner();
+    let may = |agreement: &str, purpose: &str| {
+        listed
+            .agreements
+            .iter()
+            .filter(|x| x.id == agreement)
+            .flat_map(|x| x.purposes.iter())
+            .find(|p| p.id == purpose)
+            .map(|p| p.you_may_request)
+    };
+    ensure!(
+        may("SKP-ISA-SV-01", "serious-violence-sna") == Some(false),
+        "B is shown the SV agreement, not as its own: {listed:#?}"
+    );
+    ensure!(
+        may("SKP-ISA-REOFF-01", "reoffending-iom-cohort") == Some(true),
+        "B is shown the reoffending purpose as its own: {listed:#?}"
+    );
+
+    let extract = |agreement: &str, purpose: &str, token: &str| {
+        let req = bearer(
+            pb::ExtractRequest {
+                agreement: agreement.into(),
+                purpose: purpose.into(),
+                ..Default::default()
+            },
+            token,
+        );
+        let mut client = analyst.clone();
+        async move {
+            client
+                .extract(req?)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    let refusal = |r: Result<()>, what: &str| -> Result<tonic::Status> {
+        match r {
+            Ok(()) => bail!("{what} was answered"),
+            Err(e) => e
+                .downcast::<tonic::Status>()
+                .map_err(|e| e.context(format!("{what}: not a gRPC status"))),
+        }
+    };
+
+    // B under A's purpose: refused by the recipient rule.
+    let s = refusal(
+        extract("SKP-ISA-SV-01", "serious-violence-sna", &b).await,
+        "B's extract under the council's purpose",
+    )?;
+    ensure!(
+        s.code() == Code::PermissionDenied && s.message().contains("not-a-recipient"),
+        "B under A's purpose: {s:?}"
+    );
+    let entry_of_refusal: u64 = s
+        .message()
+        .rsplit("(audit entry ")
+        .next()
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the refusal names no audit entry: {s:?}"))?;
+    // B under an agreement that does not exist: the same code, another rule. The answers
+    // differ, so B can tell an agreement exists; ListAgreements shows every analyst every
+    // agreement by design, so that tells B nothing it may not know. Existence is not secret;
+    // the research's "the same NOT_FOUND as for a missing ID" guards ids that are secret.
+    let missing = refusal(
+        extract("SKP-ISA-NONE-01", "serious-violence-sna", &b).await,
+        "B's extract under a missing agreement",
+    )?;
+    ensure!(
+        missing.code() == Code::PermissionDenied && missing.message().contains("unknown-agreement"),
+        "B under a missing agreement: {missing:?}"
+    );
+    // Control: B under its own purpose, and A under A's, get their (empty) release.
+    for (who, agreement, purpose, token) in [
+        (
+            "B",
+            "SKP-ISA-REOFF-01",
+            "reoffending-iom-cohort",
+            b.as_str(),
+        ),
+        ("A", "SKP-ISA-SV-01", "serious-violence-sna", a.as_str()),
+    ] {
+        extract(agreement, purpose, token)
+            .await
+            .with_context(|| format!("{who} was refused its own purpose {purpose}"))?;
+    }
+    // Within one organisation: a purpose restricted to named subjects refuses A, a council
+    // analyst not named, and passes the DHR chair (policies/agreements/dhr-case-review.toml).
+    let s = refusal(
+        extract("SKP-ISA-DHR-01", "dhr-case-chronology", &a).await,
+        "A's extract under the DHR chair's purpose",
+    )?;
+    ensure!(
+        s.code() == Code::PermissionDenied && s.message().contains("not-a-recipient"),
+        "A under the DHR purpose: {s:?}"
+    );
+    let chair = token_of("dhr.chair", "rbk-council")?;
+    extract("SKP-ISA-DHR-01", "dhr-case-chronology", &chair)
+        .await
+        .context("the DHR chair was refused its own purpose")?;
+    // AuditService (Query, PersonReleases, ...) refuses every analyst token by role: case 32's
+    // `c32_each_role_is_refused_the_other_roles_rpcs_and_every_refusal_is_audited`.
+
+    // The entry B's refusal names, by index: the console refuses B and A, shows it the auditor.
+    let port = console_port(&gw)?;
+    let page = format!("/entries/{entry_of_refusal}");
+    for (who, token) in [("B", b.as_str()), ("A", a.as_str())] {
+        let (status, body) = console_request(&pki, &port, &page, Some(token), &[])?;
+        ensure!(
+            status == 403 && !body.contains("not-a-recipient"),
+            "{who} opened {page}: HTTP {status}\n{body}"
+        );
+    }
+    let auditor = read_token(&pki, "auditors/ig-officer.jwt")?;
+    let (status, body) = console_request(&pki, &port, &page, Some(&auditor), &[])?;
+    ensure!(
+        status == 200 && body.contains("not-a-recipient") && body.contains("probation-analyst"),
+        "the auditor's {page}: HTTP {status}\n{body}"
+    );
+
+    // Every refusal is audited under the analyst it refused.
+    let (_, es) = verified_entries(&pki, &gw, "audit.txt")?;
+    let denied = |id: &str, rule: &str| {
+        es.iter().any(|e| {
+            e.actor.kind == "analyst"
+                && e.actor.id == id
+                && matches!(e.decision, Decision::Deny)
+                && e.reason.as_deref().is_some_and(|r| r.contains(rule))
+        })
+    };
+    ensure!(
+        denied("probation-analyst", "not-a-recipient"),
+        "B's refusal is not audited"
+    );
+    ensure!(
+        denied("rbk-analyst", "not-a-recipient"),
+        "A's refusal under the DHR purpose is not audited"
+    );
+    ensure!(
+        es.iter()
+            .find(|e| e.seq == entry_of_refusal)
+            .is_some_and(|e| e.actor.id == "probation-analyst"),
+        "entry {entry_of_refusal} is not B's refusal"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Case 32: function-level authorisation
 
 /// An analyst's token on every AuditService RPC, and an auditor's on the release RPCs, is
@@ -1562,11 +2191,7 @@ async fn c34_a_message_over_the_size_limit_is_refused_before_anything_is_stored(
 async fn c35_neither_listener_answers_in_plaintext() -> Result<()> {
     use std::io::{Read, Write};
     let pki = Pki::new()?;
-    let config = pki.gateway_config();
-    let mut cfg = std::fs::read_to_string(&config)?;
-    cfg.push_str("\n[console]\nlisten = \"127.0.0.1:0\"\n");
-    std::fs::write(&config, cfg)?;
-    let gw = GatewayProc::start(&config)?;
+    let gw = GatewayProc::start(&config_with_console(&pki)?)?;
     let token = read_token(&pki, "analysts/rbk-analyst.jwt")?;
 
     let plain = Endpoint::from_shared(format!("http://{}", gw.addr))?
@@ -1584,18 +2209,7 @@ async fn c35_neither_listener_answers_in_plaintext() -> Result<()> {
         }
     }
 
-    let log = gw.log();
-    let port = log
-        .lines()
-        .find(|l| l.contains("console listening"))
-        .and_then(|l| l.rsplit("127.0.0.1:").next())
-        .map(|r| {
-            r.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .filter(|p| !p.is_empty())
-        .with_context(|| format!("no console address in the log:\n{log}"))?;
+    let port = console_port(&gw)?;
     let mut sock = std::net::TcpStream::connect(format!("127.0.0.1:{port}"))?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
@@ -1607,25 +2221,61 @@ async fn c35_neither_listener_answers_in_plaintext() -> Result<()> {
         String::from_utf8_lossy(&reply[..reply.len().min(200)])
     );
     // Control: the console does answer over TLS.
-    let o = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-        ])
-        .arg(pki.path().join("ca.pem"))
-        .arg(format!("https://localhost:{port}/metrics"))
-        .output()
-        .context("cannot run curl")?;
+    let (status, body) = console_request(&pki, &port, "/metrics", None, &[])?;
+    ensure!(status == 401, "the console over TLS: HTTP {status}\n{body}");
+    Ok(())
+}
+
+/// The gRPC API the gateway exposes equals the committed `tests/fixtures/grpc-allowlist.txt`,
+/// line for line. The gateway's own server reflection (v1; reflection stays on by the design
+/// contract, for grpcurl) lists the services, and the descriptors it returns give every method
+/// with its stream markers and every field of every message a method takes, recursively. Every
+/// method listed is routed (a call without credentials gets anything but `UNIMPLEMENTED`, which
+/// an unknown method does get), and reflection v1alpha is not served. No analyst request names
+/// a stored object (case 31).
+#[tokio::test(flavor = "multi_thread")]
+async fn c35_the_exposed_services_and_methods_equal_the_committed_allowlist() -> Result<()> {
+    let pki = Pki::new()?;
+    let gw = GatewayProc::start(&pki.gateway_config())?;
+    let ch = channel(&pki, &gw, None).await?;
+    let api = exposed_api(&ch).await?;
+    let actual = api.canonical_text()?;
+    let fixture = workspace_root().join("tests/fixtures/grpc-allowlist.txt");
+    let allowed = std::fs::read_to_string(&fixture)
+        .with_context(|| format!("cannot read the allowlist {}", fixture.display()))?;
+    if let Some(diff) = allowlist_diff(&allowed, &actual) {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc-allowlist.actual.txt");
+        std::fs::write(&out, &actual).with_context(|| format!("cannot write {}", out.display()))?;
+        bail!(
+            "the gateway's gRPC API differs from the allowlist {} (- allowed only, + exposed \
+             only):\n{diff}\nA change to the exposed API must update the allowlist after a \
+             security review: review every line above, then copy {} over the allowlist.",
+            fixture.display(),
+            out.display()
+        );
+    }
+
+    for m in &api.methods {
+        let path = format!("/{}/{}", m.service, m.name);
+        ensure!(
+            is_routed(&ch, &path).await?,
+            "reflection lists {path}, but the gateway does not route it"
+        );
+    }
+    for path in [
+        "/sharing.v1.AnalystService/NoSuchMethod",
+        "/sharing.v1.NoSuchService/Call",
+        REFLECTION_V1ALPHA,
+    ] {
+        ensure!(
+            !is_routed(&ch, path).await?,
+            "{path} is routed but not in the allowlist"
+        );
+    }
+    let named = api.object_reference_fields(api.requests_of("sharing.v1.AnalystService"))?;
     ensure!(
-        String::from_utf8_lossy(&o.stdout).trim() == "401",
-        "the console over TLS: {}",
-        text(&o)
+        named.is_empty(),
+        "an analyst request names a stored object (case 31): {named:?}"
     );
     Ok(())
 }
