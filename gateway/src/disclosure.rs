@@ -167,8 +167,9 @@ pub enum DisclosureError {
     /// A total does not fit in 64 bits.
     #[error("table totals overflow 64 bits; the counts cannot be person counts")]
     Overflow,
-    /// Secondary suppression found a pinned entry and no entry left to suppress (should not
-    /// happen; reported rather than releasing a disclosive table).
+    /// Secondary suppression found a pinned entry and no entry left to suppress: a tiny table
+    /// whose every entry, totals included, is small (two rows of 1 in one column, say) has no
+    /// protection; it is refused rather than released.
     #[error(
         "secondary suppression could not protect entry at row {row}, column {col} \
          (row/column index past the end = total); refusing to release the table"
@@ -589,6 +590,34 @@ mod tests {
         }
     }
 
+    /// The protected table, or `None` when it is refused as unprotectable, which is allowed
+    /// only for a table holding a small cell (a table with none needs no suppression).
+    fn protected_or_refused(
+        t: &Table,
+        s: &Settings,
+    ) -> Result<Option<Protected>, proptest::test_runner::TestCaseError> {
+        match protect_table(t, s) {
+            Ok(p) => Ok(Some(p)),
+            Err(DisclosureError::Unprotectable { .. }) => {
+                let small = t.cells.iter().flatten().any(|v| *v > 0 && *v < s.min_cell);
+                proptest::prop_assert!(small, "refused a table with no small cell: {:?}", t.cells);
+                Ok(None)
+            }
+            Err(e) => Err(proptest::test_runner::TestCaseError::fail(e.to_string())),
+        }
+    }
+
+    #[test]
+    fn a_table_whose_every_entry_is_small_is_refused_not_released() {
+        // One column, two rows of 1: each row total equals its cell and the grand total is 2,
+        // so no suppression pattern hides the cells.
+        let t = table(vec![vec![1], vec![1]]);
+        assert!(matches!(
+            protect_table(&t, &settings(3, false)),
+            Err(DisclosureError::Unprotectable { .. })
+        ));
+    }
+
     fn settings(min_cell: u64, health_rule: bool) -> Settings {
         Settings {
             min_cell,
@@ -929,7 +958,10 @@ mod tests {
         ) {
             let t = table(vals.chunks(c).map(<[u64]>::to_vec).collect());
             prop_assert_eq!(t.cells.len(), r);
-            let p = protect_table(&t, &settings(m, false)).unwrap();
+            // A table with no protection is refused (fail closed), never released.
+            let Some(p) = protected_or_refused(&t, &settings(m, false))? else {
+                return Ok(());
+            };
             prop_assert!(no_line_with_one_unknown(&p));
             prop_assert!(audit(&t, &p, m).unwrap().is_empty());
             for (pos, ambiguous) in brute_force_ambiguous(&t, &p, m).unwrap_or_default() {
@@ -947,7 +979,9 @@ mod tests {
             health in any::<bool>(),
         ) {
             let t = table(vals.chunks(c).map(<[u64]>::to_vec).collect());
-            let p = protect_table(&t, &settings(m, health)).unwrap();
+            let Some(p) = protected_or_refused(&t, &settings(m, health))? else {
+                return Ok(());
+            };
             for (i, row) in t.cells.iter().enumerate() {
                 for (j, &v) in row.iter().enumerate() {
                     match p.cells[i][j] {
