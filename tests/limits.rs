@@ -162,8 +162,16 @@ async fn each_limit_refuses_with_its_status_and_is_audited() -> Result<()> {
     let (tx, rx) = futures::channel::mpsc::channel::<IngestBatch>(1);
     let mut held = lfb.clone();
     let open = tokio::spawn(async move { held.ingest(rx).await });
+    // A head start: a probe admitted before the held stream would take the agency's one slot
+    // and the held stream, not the probe, would be refused.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ensure!(
+        !open.is_finished(),
+        "the held stream ended at once: {:?}",
+        open.await
+    );
     let mut second = None;
-    for _ in 0..40 {
+    for _ in 0..25 {
         match lfb.ingest(futures::stream::iter(Vec::new())).await {
             Err(s) if s.code() == Code::ResourceExhausted => {
                 second = Some(s);
