@@ -11,6 +11,7 @@ use e2e::{
     synth_catalog, text,
 };
 use gateway::audit::entry::Entry;
+use sharing_proto::v1::agent_service_client::AgentServiceClient;
 use sharing_proto::v1::analyst_service_client::AnalystServiceClient;
 use sharing_proto::v1::{IngestBatch, ListAgreementsRequest, Record};
 use std::time::Duration;
@@ -93,6 +94,13 @@ fn trickle(batches: u8, every: Duration) -> impl futures::Stream<Item = IngestBa
     })
 }
 
+/// An LFB agent's client over mutual TLS to `gw`.
+async fn lfb_client(pki: &Pki, gw: &GatewayProc) -> Result<AgentServiceClient<Channel>> {
+    let ca = pki.ca_pem()?;
+    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
+    agent_client(&ca, Some((&cert, &key)), gw.addr).await
+}
+
 async fn analyst_client(pki: &Pki, gw: &GatewayProc) -> Result<AnalystServiceClient<Channel>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = ClientTlsConfig::new()
@@ -139,11 +147,9 @@ async fn each_limit_refuses_with_its_status_and_is_audited() -> Result<()> {
     let pki = Pki::new()?;
     let config = limited_config(&pki)?;
     let mut gw = GatewayProc::start(&config)?;
-    let ca = pki.ca_pem()?;
-    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
 
     // A batch larger than max_batch_records: INVALID_ARGUMENT naming the setting.
-    let mut lfb = agent_client(&ca, Some((&cert, &key)), gw.addr).await?;
+    let mut lfb = lfb_client(&pki, &gw).await?;
     let s = lfb
         .ingest(futures::stream::iter(vec![crafted(MAX_BATCH + 1, 3)]))
         .await
@@ -279,9 +285,7 @@ async fn a_call_still_busy_at_request_timeout_ends_deadline_exceeded_naming_it_a
     let pki = Pki::new()?;
     let config = limited_config(&pki)?;
     let mut gw = GatewayProc::start(&config)?;
-    let ca = pki.ca_pem()?;
-    let (cert, key) = (pki.agent_cert_pem("lfb")?, pki.agent_key_pem("lfb")?);
-    let mut lfb = agent_client(&ca, Some((&cert, &key)), gw.addr).await?;
+    let mut lfb = lfb_client(&pki, &gw).await?;
 
     // A batch every 300 ms, never idle for stream_idle_secs, for four times the limit (the
     // stream ends by itself if the limit does not end it).

@@ -126,6 +126,14 @@ fn release_files(data: &Path) -> Vec<String> {
     names
 }
 
+/// The entries of `action` whose reason starts with `prefix`.
+fn with_reason<'a>(log: &'a [Entry], action: Action, prefix: &str) -> Vec<&'a Entry> {
+    log.iter()
+        .filter(|e| e.action == action)
+        .filter(|e| e.reason.as_deref().is_some_and(|r| r.starts_with(prefix)))
+        .collect()
+}
+
 fn timed_out_by_the_limit(s: &tonic::Status) -> bool {
     s.code() == Code::DeadlineExceeded && s.message().starts_with("limits.request_timeout_secs")
 }
@@ -198,14 +206,9 @@ async fn c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_s
     gw.audit.stall_appends(false);
     let mut undelivered = Vec::new();
     for _ in 0..600 {
-        undelivered = entries(&gw.audit)
+        undelivered = with_reason(&entries(&gw.audit), Action::Deny, "not delivered")
             .into_iter()
-            .filter(|e| e.action == Action::Deny)
-            .filter(|e| {
-                e.reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("not delivered"))
-            })
+            .cloned()
             .collect();
         if undelivered.len() >= RELEASE_SLOTS {
             break;
@@ -260,15 +263,7 @@ async fn c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_s
     );
     // One `limit` entry per call the limit ended, of the analyst; none for the caller's own,
     // whether the gateway or tonic ended it.
-    let limits: Vec<&Entry> = log
-        .iter()
-        .filter(|e| e.action == Action::Limit)
-        .filter(|e| {
-            e.reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with("limits.request_timeout_secs"))
-        })
-        .collect();
+    let limits = with_reason(&log, Action::Limit, "limits.request_timeout_secs");
     assert_eq!(limits.len(), 2, "{limits:#?}");
     assert!(
         !log.iter().any(|e| e

@@ -973,18 +973,7 @@ mod tests {
 
     #[test]
     fn every_name_normalises_and_pick_covers_the_list() {
-        let all = [
-            Tradition::British,
-            Tradition::Irish,
-            Tradition::European,
-            Tradition::Indian,
-            Tradition::SouthAsianMuslim,
-            Tradition::Korean,
-            Tradition::Chinese,
-            Tradition::African,
-            Tradition::Arab,
-        ];
-        for t in all {
+        for t in ALL_TRADITIONS {
             for list in [surnames(t), forenames(t, true), forenames(t, false)] {
                 assert!(!list.is_empty());
                 for (n, w) in list {
