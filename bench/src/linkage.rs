@@ -135,6 +135,9 @@ pub struct Scores {
     pub persons_in: PairMatrix,
     /// Clusters with nodes in both agencies (two or more nodes on the diagonal).
     pub clusters_in: PairMatrix,
+    /// The overall (true, linked, correct) pairs of two nodes that both carry a date of
+    /// birth; the rest involve a role recorded without one (truth error `dob_missing`).
+    pub dated: (u64, u64, u64),
 }
 
 /// The whole report.
@@ -186,6 +189,9 @@ pub struct Incremental {
     pub differing_nodes: u64,
 }
 
+/// One truth row of a source line: role name, true person, recorded with a date of birth.
+type TruthRole = (String, u64, bool);
+
 /// A scored node: its record, role index, true person and agency.
 #[derive(Debug, Clone, Copy)]
 struct Node {
@@ -196,6 +202,8 @@ struct Node {
     /// Index into the report's dataset counts, and the source line of the record.
     dataset: usize,
     line: u64,
+    /// The role was recorded with a date of birth (no `dob_missing` in its truth row).
+    dated: bool,
 }
 
 /// Generates, pushes, stores, links and scores.
@@ -210,7 +218,11 @@ pub fn measure(
     let scratch = tempfile::Builder::new()
         .prefix("skp-bench-linkage-")
         .tempdir()?;
-    let exports = scratch.path().join("exports");
+    // With the dump directory set, the exports are kept there too, to join with the clusters.
+    let exports = match std::env::var_os(DUMP_ENV) {
+        Some(dir) => Path::new(&dir).join("exports"),
+        None => scratch.path().join("exports"),
+    };
     let catalog = Catalog::embedded()?;
     let people = agent::synth::population(persons, seed);
     let volume = rows.map_or(Volume::Realistic, Volume::PerDataset);
@@ -329,8 +341,8 @@ pub fn measure(
         });
     }
 
-    // Truth: (dataset, line) → (role, person).
-    let mut truth: HashMap<(String, u64), Vec<(String, u64)>> = HashMap::new();
+    // Truth: (dataset, line) → (role, person, recorded with a date of birth).
+    let mut truth: HashMap<(String, u64), Vec<TruthRole>> = HashMap::new();
     let mut all_truth: HashMap<u64, [u64; AGENCIES]> = HashMap::new();
     for (w, c) in written.iter().zip(counts.iter_mut()) {
         let linkable = catalog
@@ -354,10 +366,14 @@ pub fn measure(
             let person: u64 = person
                 .parse()
                 .with_context(|| format!("{}:{}: person_id", w.truth.display(), i + 2))?;
-            truth
-                .entry((w.dataset.clone(), line))
-                .or_default()
-                .push((role.to_owned(), person));
+            let dated = !r
+                .get(5)
+                .is_some_and(|e| e.split(';').any(|e| e == "dob_missing"));
+            truth.entry((w.dataset.clone(), line)).or_default().push((
+                role.to_owned(),
+                person,
+                dated,
+            ));
             c.truth_roles += 1;
             if linkable {
                 all_truth.entry(person).or_default()[agency] += 1;
@@ -385,9 +401,9 @@ pub fn measure(
             let mut same_role = roles
                 .into_iter()
                 .flatten()
-                .filter(|(role, _)| *role == p.role);
+                .filter(|(role, _, _)| *role == p.role);
             match (same_role.next(), same_role.next()) {
-                (Some((_, person)), None) => {
+                (Some((_, person, dated)), None) => {
                     nodes.push(Node {
                         seq,
                         role: i,
@@ -398,6 +414,7 @@ pub fn measure(
                             .position(|c| c.dataset == rec.dataset)
                             .unwrap_or(usize::MAX),
                         line: line.unwrap_or(0),
+                        dated: *dated,
                     });
                     if let Some(c) = counts.iter_mut().find(|c| c.dataset == rec.dataset) {
                         c.nodes += 1;
@@ -472,7 +489,8 @@ pub fn measure(
 }
 
 /// Environment variable naming a directory where each configuration's clusters are written
-/// (`<name>.csv`: dataset, source line, role index, true person, cluster) for error analysis.
+/// (`<name>.csv`: dataset, source line, role index, true person, cluster) for error analysis,
+/// beside the synthetic exports and their `truth/` (`exports/`).
 pub const DUMP_ENV: &str = "SKP_BENCH_LINKAGE_DUMP";
 
 /// Writes one configuration's node clusters for error analysis (see [`DUMP_ENV`]).
@@ -553,11 +571,20 @@ fn score(kinds: &'static str, build_secs: f64, nodes: &[(u32, Node)]) -> Scores 
     let mut by_cluster: HashMap<u32, [u64; AGENCIES]> = HashMap::new();
     let mut by_person: HashMap<u64, [u64; AGENCIES]> = HashMap::new();
     let mut by_both: HashMap<(u32, u64), [u64; AGENCIES]> = HashMap::new();
+    // Dated nodes per cluster, per person and per both.
+    let mut dated: [HashMap<(u32, u64), u64>; 3] = Default::default();
     for (c, n) in nodes {
         by_cluster.entry(*c).or_default()[n.agency] += 1;
         by_person.entry(n.truth).or_default()[n.agency] += 1;
         by_both.entry((*c, n.truth)).or_default()[n.agency] += 1;
+        if n.dated {
+            *dated[0].entry((0, n.truth)).or_default() += 1;
+            *dated[1].entry((*c, 0)).or_default() += 1;
+            *dated[2].entry((*c, n.truth)).or_default() += 1;
+        }
     }
+    let [dated_true, dated_linked, dated_correct] =
+        dated.map(|m| m.values().map(|k| k * k.saturating_sub(1) / 2).sum::<u64>());
     let zero = [[0u64; AGENCIES]; AGENCIES];
     let (mut true_pairs, mut linked_pairs, mut correct_pairs) = (zero, zero, zero);
     let (mut persons_in, mut clusters_in) = (zero, zero);
@@ -591,6 +618,7 @@ fn score(kinds: &'static str, build_secs: f64, nodes: &[(u32, Node)]) -> Scores 
         correct_pairs,
         persons_in,
         clusters_in,
+        dated: (dated_true, dated_linked, dated_correct),
     }
 }
 
@@ -602,6 +630,19 @@ fn agency_pairs() -> impl Iterator<Item = (usize, usize)> {
 /// Sum of the upper triangle (every agency pair, once).
 fn total(m: &PairMatrix) -> u64 {
     agency_pairs().map(|(a, b)| m[a][b]).sum()
+}
+
+/// True, linked and correct pairs with their precision, recall and F1, as JSON.
+fn split_json((t, l, c): (u64, u64, u64)) -> serde_json::Value {
+    let (p, r, f) = prf(c, l, t);
+    serde_json::json!({
+        "true_pairs": t,
+        "linked_pairs": l,
+        "correct_pairs": c,
+        "precision": round4(p),
+        "recall": round4(r),
+        "f1": round4(f),
+    })
 }
 
 /// (precision, recall, F1); NaN where undefined (no pairs).
@@ -752,6 +793,23 @@ impl Report {
                 s.clusters,
                 total(&self.all_true_pairs),
             );
+            let (dt, dl, dc) = s.dated;
+            for (label, t, l, c) in [
+                ("pairs both dated", dt, dl, dc),
+                ("pairs with an undated role", t - dt, l - dl, c - dc),
+            ] {
+                let (p, r, f) = prf(c, l, t);
+                println!(
+                    "{:<28} {:>11} {:>11} {:>11} {:>9} {:>9} {:>9}",
+                    label,
+                    thousands(t as f64),
+                    thousands(l as f64),
+                    thousands(c as f64),
+                    pct(p),
+                    pct(r),
+                    pct(f)
+                );
+            }
         }
         if let Some(i) = &self.incremental {
             println!(
@@ -770,7 +828,7 @@ impl Report {
             println!("peak RSS {} MiB", k / 1024);
         }
         println!(
-            "pairs are of person roles of live stored records (nodes); persons / clusters per pair: true persons / clusters with nodes in both agencies (or 2+ nodes in one); e2e recall: correct pairs / true pairs over every truth role of the datasets with person roles, counting roles that never reached the linker (rows the agent refused, roles with no token: no name or date of birth)"
+            "pairs are of person roles of live stored records (nodes); persons / clusters per pair: true persons / clusters with nodes in both agencies (or 2+ nodes in one); e2e recall: correct pairs / true pairs over every truth role of the datasets with person roles, counting roles that never reached the linker (rows the agent refused, roles with no token: no name or date of birth); \"pairs both dated\": pairs of two roles recorded with a date of birth, \"with an undated role\": the rest (police ASB callers recorded without one)"
         );
     }
 
@@ -823,6 +881,8 @@ impl Report {
                     "end_to_end_true_pairs": total(&self.all_true_pairs),
                     "end_to_end_recall": round4(c as f64 / total(&self.all_true_pairs) as f64),
                     "agency_pairs": pairs,
+                    "dated_pairs": split_json(s.dated),
+                    "undated_pairs": split_json((t - s.dated.0, l - s.dated.1, c - s.dated.2)),
                 })
             })
             .collect();
@@ -973,6 +1033,7 @@ mod tests {
             agency,
             dataset: 0,
             line: 0,
+            dated: true,
         }
     }
 
@@ -984,7 +1045,13 @@ mod tests {
         let nodes = [
             (0, node(1, 0)),
             (0, node(1, 0)),
-            (0, node(1, 1)),
+            (
+                0,
+                Node {
+                    dated: false,
+                    ..node(1, 1)
+                },
+            ),
             (1, node(2, 1)),
             (2, node(2, 4)),
             (0, node(3, 0)),
@@ -1006,6 +1073,9 @@ mod tests {
         assert_eq!(s.clusters_in[1][4], 0);
         let (p, r, _) = prf(c, l, t);
         assert!((p - 0.5).abs() < 1e-12 && (r - 0.75).abs() < 1e-12);
+        // Without person 1's undated council node: true 1 + 1, linked 3 (cluster 0) + 0 + 0,
+        // correct 1 (person 1's two police nodes).
+        assert_eq!(s.dated, (2, 3, 1));
     }
 
     #[test]

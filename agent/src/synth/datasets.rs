@@ -4,7 +4,7 @@
 //! seed and never holds more than one event in memory.
 
 use super::crime::{self, Offence};
-use super::errors::{Agency, Role};
+use super::errors::{Agency, Role, error};
 use super::geography::{self, lsoas};
 use super::population::{DA_PERPETRATOR, DA_VICTIM, ETHNICITIES, VULNERABLE, age};
 use super::sample::{stream, tag};
@@ -519,6 +519,9 @@ fn police_asb(
         w.put_person(row, Agency::Police, Role::Victim, &CALLER, c, rng, false);
         if rng.random_bool(0.3) {
             row.unset("caller_dob");
+            if let Some(t) = row.truth.last_mut() {
+                t.errors |= error::DOB_MISSING;
+            }
         }
         let expected = f64::from(w.people[c].traits.asb);
         row.set(

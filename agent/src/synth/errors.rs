@@ -74,6 +74,9 @@ pub mod error {
     pub const ADDRESS_STALE: u32 = 1 << 13;
     /// A duplicate record of the person at this agency.
     pub const DUPLICATE_RECORD: u32 = 1 << 14;
+    /// Date of birth not recorded (a police ASB caller's, 30 %): the role carries only names
+    /// and sex, so no linker can tell it from a namesake with certainty.
+    pub const DOB_MISSING: u32 = 1 << 15;
     /// Every error with its name, as written in truth files.
     pub const NAMES: &[(u32, &str)] = &[
         (FORENAME_TYPO, "forename_typo"),
@@ -91,6 +94,7 @@ pub mod error {
         (PNC_INVALID, "pnc_invalid"),
         (ADDRESS_STALE, "address_stale"),
         (DUPLICATE_RECORD, "duplicate_record"),
+        (DOB_MISSING, "dob_missing"),
     ];
 }
 

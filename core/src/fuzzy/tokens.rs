@@ -62,6 +62,9 @@ pub enum VariantId {
     Phonetic,
     /// The first four letters of the compact name (the whole name if shorter).
     Prefix4,
+    /// The first letter and the last four letters of the compact name (the whole name if it
+    /// has five or fewer): agrees when a typo is in the middle or near the start.
+    Ends,
     /// One word of a multi-word surname (`Smith-Jones` gives `SMITH` and `JONES`), keyed alike
     /// so either agrees with the other record's single-word surname.
     Part,
@@ -95,6 +98,7 @@ impl VariantId {
             VariantId::Compact => "compact",
             VariantId::Phonetic => "dm",
             VariantId::Prefix4 => "prefix4",
+            VariantId::Ends => "ends",
             VariantId::Part => "part",
             VariantId::Unordered => "unordered",
             VariantId::Full => "full",
@@ -156,11 +160,14 @@ pub enum Slot {
     PostcodeSector,
     /// Postcode district.
     PostcodeDistrict,
+    /// First letter and last four letters of the compact surname (last in the set, so a set
+    /// without it, from an agent before it, keeps its wire form and compares on the rest).
+    SurnameEnds,
 }
 
 impl Slot {
     /// How many slots a [`TokenSet`] has.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
 
     /// Every slot, in [`TokenSet`] order.
     pub const ALL: [Slot; Slot::COUNT] = [
@@ -185,6 +192,7 @@ impl Slot {
         Slot::PostcodeFull,
         Slot::PostcodeSector,
         Slot::PostcodeDistrict,
+        Slot::SurnameEnds,
     ];
 
     /// The slot's position in a [`TokenSet`].
@@ -197,7 +205,7 @@ impl Slot {
         use Slot::*;
         match self {
             SurnameExact | SurnameCompact | SurnamePhonetic | SurnamePhoneticAlt
-            | SurnamePrefix4 | SurnamePartFirst | SurnamePartLast => FieldId::Surname,
+            | SurnamePrefix4 | SurnameEnds | SurnamePartFirst | SurnamePartLast => FieldId::Surname,
             ForenameExact | ForenamePhonetic | ForenamePhoneticAlt | ForenamePrefix4 => {
                 FieldId::Forename
             }
@@ -220,6 +228,7 @@ impl Slot {
                 VariantId::Phonetic
             }
             SurnamePrefix4 | ForenamePrefix4 => VariantId::Prefix4,
+            SurnameEnds => VariantId::Ends,
             SurnamePartFirst | SurnamePartLast => VariantId::Part,
             NameUnordered => VariantId::Unordered,
             DobFull | PostcodeFull => VariantId::Full,
@@ -498,6 +507,7 @@ impl TokenKeys {
                     Slot::SurnamePrefix4,
                 ],
             );
+            put(Slot::SurnameEnds, &ends(compact));
             if let Some(first) = p.surname.first() {
                 put(Slot::SurnamePartFirst, &[first.as_bytes()]);
             }
@@ -560,6 +570,19 @@ fn names(put: &mut impl FnMut(Slot, &[&[u8]]), name: &str, slots: [Slot; 3]) {
     let end = name.len().min(4);
     if let Some(p4) = name.get(..end) {
         put(prefix, &[p4.as_bytes()]);
+    }
+}
+
+/// The first letter and the last four letters of a name (the first letter's bytes, then the
+/// rest's; the name alone when it has five letters or fewer).
+fn ends(name: &str) -> [&[u8]; 2] {
+    let mut back = name.char_indices().rev().map(|(at, _)| at);
+    let last4 = back.nth(3).unwrap_or(0);
+    let first = name.chars().next().map_or(0, char::len_utf8);
+    if last4 <= first {
+        [name.as_bytes(), &[]]
+    } else {
+        [&name.as_bytes()[..first], &name.as_bytes()[last4..]]
     }
 }
 
@@ -636,7 +659,7 @@ mod tests {
         ));
         // SMITHJONES (SM0J, XMTJ) and JOHN (JN, AN) both have a distinct Double Metaphone alternate.
         assert_eq!(t.len(), Slot::COUNT, "{:?}", t.to_vec());
-        assert_eq!(format!("{t:?}"), "TokenSet(<redacted>; 21 tokens)");
+        assert_eq!(format!("{t:?}"), "TokenSet(<redacted>; 22 tokens)");
         assert!(!format!("{:?}", t.to_vec()).contains("0x"));
         let v = t.to_vec();
         assert_eq!(v.len(), t.len());
@@ -669,7 +692,39 @@ mod tests {
         let other = k.encode(&fields("Fatima", "Okafor", "1992-11-30", "F", "SW19 1AA"));
         let ag = a.agreement(&other);
         assert_eq!(ag.agree_mask(), 0, "a different person agrees on nothing");
-        assert_eq!(ag.compared_mask().count_ones(), 18);
+        assert_eq!(ag.compared_mask().count_ones(), 19);
+    }
+
+    #[test]
+    fn a_typo_after_the_first_letter_keeps_the_surnames_ends() {
+        let k = keys(5);
+        let enc = |s: &str| k.encode(&fields("Lily", s, "1994-02-09", "F", ""));
+        // Each pair changes the prefix and the Double Metaphone code, but not the ends.
+        for (a, b) in [
+            ("Cromham", "Ctomham"),
+            ("Salcombe", "Sakcombe"),
+            ("Hartley", "Hazrtley"),
+            ("Kingworth", "Kngworth"),
+        ] {
+            let ag = enc(a).agreement(&enc(b));
+            assert!(!ag.agrees(Slot::SurnamePrefix4), "{a} {b}");
+            assert!(ag.agrees(Slot::SurnameEnds), "{a} {b}");
+        }
+        // The same ending after another first letter, or another ending, is not the ends.
+        for (a, b) in [
+            ("Johnson", "Robinson"),
+            ("Cromham", "Cromwell"),
+            ("Smith", "Smyth"),
+        ] {
+            assert!(
+                !enc(a).agreement(&enc(b)).agrees(Slot::SurnameEnds),
+                "{a} {b}"
+            );
+        }
+        // Five letters or fewer: the whole name, never a part of a longer one.
+        assert_eq!(ends("SMITH"), [b"SMITH".as_slice(), b"".as_slice()]);
+        assert_eq!(ends("SMITHS"), [b"S".as_slice(), b"ITHS".as_slice()]);
+        assert_eq!(ends("ÉMILIE"), ["É".as_bytes(), b"ILIE".as_slice()]);
     }
 
     #[test]

@@ -46,10 +46,13 @@ fn all_pairs(model: &Model, settings: &MatchSettings, sets: &[TokenSet]) -> Vec<
 
 /// True m and u per comparison level from the truth: level shares over pairs of one person's
 /// nodes, and over random pairs of different people.
-fn truth_rates(sets: &[TokenSet], person: &[u32]) -> ([[f64; 6]; 5], [[f64; 6]; 5]) {
+fn truth_rates(
+    sets: &[TokenSet],
+    person: &[u32],
+) -> ([[f64; model::MAX_LEVELS]; 5], [[f64; model::MAX_LEVELS]; 5]) {
     let rows: Vec<Row> = sets.iter().map(Row::from_set).collect();
-    let mut m = [[0.0; 6]; 5];
-    let mut u = [[0.0; 6]; 5];
+    let mut m = [[0.0; model::MAX_LEVELS]; 5];
+    let mut u = [[0.0; model::MAX_LEVELS]; 5];
     let mut by_person: Vec<usize> = (0..sets.len()).collect();
     by_person.sort_by_key(|i| person[*i]);
     for run in by_person.chunk_by(|a, b| person[*a] == person[*b]) {
@@ -102,7 +105,7 @@ fn em_recovers_m_and_u_close_to_the_truth() {
         let (m, u) = truth_rates(&sets, &s.person);
         let mut checked = vec![
             (Comparison::Surname, 0),
-            (Comparison::Surname, 5),
+            (Comparison::Surname, 6),
             (Comparison::Forename, 0),
             (Comparison::Forename, 3),
             (Comparison::Dob, 0),
