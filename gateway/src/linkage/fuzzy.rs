@@ -130,8 +130,15 @@ impl Linker {
         }
         let slots = std::mem::take(&mut f.pending_slots);
         let sets = std::mem::take(&mut f.pending_sets);
-        for (slot, set) in slots.into_iter().zip(&sets) {
-            self.fuzzy_insert(slot, set);
+        // Nodes with a date of birth first, so each node without one sees every dated
+        // namesake of the batch when it is scored: one it matches among two people joins
+        // neither, instead of whichever came first.
+        for weak_pass in [false, true] {
+            for (slot, set) in slots.iter().zip(&sets) {
+                if self.weak[*slot as usize] == weak_pass {
+                    self.fuzzy_insert(*slot, set);
+                }
+            }
         }
     }
 

@@ -562,8 +562,8 @@ mod fuzzy_linker {
             )
         };
         let undated = |f: &str, s: &str| set_without_dob(f, s, "M", &key);
-        // Added before the model is estimated (so it knows how rare these names are), and
-        // scored in this order when the linker settles.
+        // Added before the model is estimated (so it knows how rare these names are); when
+        // the linker settles, the dated ones are scored first, then the undated ones.
         let nodes = [
             // One dated Zebedee Quaxworth: the undated one joins him.
             dated("Zebedee", "Quaxworth", "1970-01-01"),
@@ -572,27 +572,35 @@ mod fuzzy_linker {
             dated("Ignatius", "Plumtree", "1950-03-04"),
             dated("Ignatius", "Plumtree", "1988-11-12"),
             undated("Ignatius", "Plumtree"),
-            // An undated Barnaby Rudge attached to the first dated one does not bridge him to
-            // a second one, born another year.
+            // The same when the undated one comes first in the batch: it does not join
+            // whichever Cuthbert Wimbleham happens to be scored first.
+            undated("Cuthbert", "Wimbleham"),
+            dated("Cuthbert", "Wimbleham", "1944-02-03"),
+            dated("Cuthbert", "Wimbleham", "1979-09-10"),
+            // An undated Barnaby Rudge attached to the one dated Barnaby Rudge of the batch...
             dated("Barnaby", "Rudge", "1961-05-06"),
             undated("Barnaby", "Rudge"),
-            dated("Barnaby", "Rudge", "1999-07-08"),
         ];
-        let n: Vec<PersonNode> = (0..nodes.len() as u64)
+        let n: Vec<PersonNode> = (0..nodes.len() as u64 + 1)
             .map(|i| PersonNode::new(2001 + i, 0))
             .collect();
         for (node, t) in n.iter().zip(&nodes) {
             l.add_with(*node, &[], Some(t)).expect("add");
         }
         l.settle();
+        // ... does not bridge him to a second one, born another year, added later.
+        l.add_with(n[10], &[], Some(&dated("Barnaby", "Rudge", "1999-07-08")))
+            .expect("add");
         let c = l.fuzzy_counts().expect("fuzzy");
         assert!(l.same_cluster(n[0], n[1]), "{c:?}");
         assert!(!l.same_cluster(n[2], n[3]));
         assert!(!l.same_cluster(n[4], n[2]) && !l.same_cluster(n[4], n[3]));
-        assert_eq!(c.ambiguous_weak, 1, "{c:?}");
-        assert!(l.same_cluster(n[5], n[6]), "{c:?}");
+        assert!(!l.same_cluster(n[6], n[7]));
+        assert!(!l.same_cluster(n[5], n[6]) && !l.same_cluster(n[5], n[7]));
+        assert_eq!(c.ambiguous_weak, 2, "{c:?}");
+        assert!(l.same_cluster(n[8], n[9]), "{c:?}");
         assert!(
-            !l.same_cluster(n[5], n[7]),
+            !l.same_cluster(n[8], n[10]),
             "weak evidence merged two dated people"
         );
         assert!(c.refused_weak >= 1, "{c:?}");
