@@ -136,6 +136,10 @@ pub struct MeasuredQuality {
     pub recall: f64,
     /// Harmonic mean of the two.
     pub f1: f64,
+    /// Over pairs of two roles recorded with a date of birth.
+    pub with_date_of_birth: crate::linkage::quality::PairScore,
+    /// Over pairs with a role recorded without one (names and sex only: police ASB callers).
+    pub without_date_of_birth: crate::linkage::quality::PairScore,
     /// What it was measured on, and how to measure it again.
     pub measured_on: String,
 }
@@ -973,6 +977,16 @@ mod tests {
                     precision: 0.999,
                     recall: 0.99,
                     f1: 0.9945,
+                    with_date_of_birth: crate::linkage::quality::PairScore {
+                        share_of_true_pairs: 0.96,
+                        precision: Some(0.9997),
+                        recall: 0.9962,
+                    },
+                    without_date_of_birth: crate::linkage::quality::PairScore {
+                        share_of_true_pairs: 0.04,
+                        precision: None,
+                        recall: 0.0,
+                    },
                     measured_on: "test".into(),
                 }),
                 id_scope: "purpose".into(),

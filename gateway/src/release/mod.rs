@@ -805,10 +805,12 @@ impl Releaser {
                     link_key.kinds,
                     link_key.fuzzy.map(|f| f.threshold()),
                 )
-                .map(|(precision, recall, f1)| manifest::MeasuredQuality {
-                    precision,
-                    recall,
-                    f1,
+                .map(|q| manifest::MeasuredQuality {
+                    precision: q.precision,
+                    recall: q.recall,
+                    f1: q.f1,
+                    with_date_of_birth: q.with_date_of_birth,
+                    without_date_of_birth: q.without_date_of_birth,
                     measured_on: crate::linkage::quality::MEASURED_ON.into(),
                 }),
                 kinds: link_key
