@@ -42,22 +42,24 @@
 //!
 //! | nodes | data | precision | recall | exact P / R | ceiling P |
 //! |---|---|---|---|---|---|
-//! | 10k | 2 agencies | 0.9996 | 0.945 | 1.0000 / 0.865 | 1.0000 |
-//! | 10k | 5 agencies | 1.0000 | 0.958 | 1.0000 / 0.872 | 1.0000 |
-//! | 100k | 2 agencies | 0.9947 | 0.890 | 0.9922 / 0.872 | 0.9930 |
-//! | 100k | 5 agencies | 0.9955 | 0.895 | 0.9944 / 0.871 | 0.9949 |
-//! | 1M | 2 agencies | 0.9855 | 0.643 | 0.9172 / 0.874 | 0.9205 |
-//! | 1M | 5 agencies | 0.9844 | 0.701 | 0.9397 / 0.874 | 0.9419 |
-//! | 10k | 2 agencies, postcode | 0.9996 | 0.983 | | |
-//! | 10k | 5 agencies, postcode | 1.0000 | 0.989 | | |
+//! | 10k | 2 agencies | 0.9996 | 0.946 | 1.0000 / 0.865 | 1.0000 |
+//! | 10k | 5 agencies | 1.0000 | 0.957 | 1.0000 / 0.872 | 1.0000 |
+//! | 100k | 2 agencies | 0.9947 | 0.892 | 0.9922 / 0.872 | 0.9930 |
+//! | 100k | 5 agencies | 0.9955 | 0.896 | 0.9944 / 0.871 | 0.9949 |
+//! | 1M | 2 agencies | 0.9855 | 0.644 | 0.9172 / 0.874 | 0.9205 |
+//! | 1M | 5 agencies | 0.9844 | 0.702 | 0.9397 / 0.874 | 0.9419 |
+//! | 10k | 2 agencies, postcode | 0.9996 | 0.984 | | |
+//! | 10k | 5 agencies, postcode | 1.0000 | 0.990 | | |
 //! | 100k | 2 agencies, postcode | 0.9977 | 0.943 | | |
-//! | 100k | 5 agencies, postcode | 0.9976 | 0.957 | | |
-//! | 10k | 2 agencies, UK-like names | 1.0000 | 0.983 | 1.0000 / 0.880 | 1.0000 |
-//! | 10k | 5 agencies, UK-like names | 1.0000 | 0.985 | 1.0000 / 0.878 | 1.0000 |
-//! | 100k | 2 agencies, UK-like names | 0.9995 | 0.963 | 1.0000 / 0.876 | 1.0000 |
-//! | 100k | 5 agencies, UK-like names | 0.9995 | 0.972 | 1.0000 / 0.880 | 1.0000 |
-//! | 1M | 2 agencies, UK-like names | 0.9968 | 0.940 | 0.9991 / 0.880 | 0.9992 |
-//! | 1M | 5 agencies, UK-like names | 0.9989 | 0.944 | 0.9993 / 0.879 | 0.9994 |
+//! | 100k | 5 agencies, postcode | 0.9976 | 0.958 | | |
+//! | 1M | 2 agencies, postcode | 0.9973 | 0.864 | | |
+//! | 1M | 5 agencies, postcode | 0.9972 | 0.879 | | |
+//! | 10k | 2 agencies, UK-like names | 1.0000 | 0.984 | 1.0000 / 0.880 | 1.0000 |
+//! | 10k | 5 agencies, UK-like names | 1.0000 | 0.986 | 1.0000 / 0.878 | 1.0000 |
+//! | 100k | 2 agencies, UK-like names | 0.9994 | 0.965 | 1.0000 / 0.876 | 1.0000 |
+//! | 100k | 5 agencies, UK-like names | 0.9996 | 0.971 | 1.0000 / 0.880 | 1.0000 |
+//! | 1M | 2 agencies, UK-like names | 0.9968 | 0.944 | 0.9991 / 0.880 | 0.9992 |
+//! | 1M | 5 agencies, UK-like names | 0.9988 | 0.947 | 0.9993 / 0.879 | 0.9994 |
 //!
 //! The generator draws names from 130 surnames and 50 forenames per sex (Zipf: two random
 //! people share a surname with probability 0.055, a forename 0.08), so from about 100k nodes
@@ -71,12 +73,12 @@
 //! sweep; e.g. threshold 0 at 10k: precision 0.990 / recall 0.982 with two agencies, 0.998 /
 //! 0.997 with UK-like names).
 //!
-//! Speed and memory (estimate + every insert + [`cluster()`]): 10k nodes (5k × 5k) 41–56 ms
-//! (estimate 34–47 ms); 100k 0.8–1.1 s; 1M 10.2–12.8 s (estimate 2.6–3.0 s, inserts 7.4–9.7 s,
-//! 14–20 candidate pairs per node). [`Matcher::heap_bytes`]: 290 B per node at 1M (370–440 at
-//! 100k, 480–570 at 10k, hash maps being sized in powers of two); the whole measuring process
-//! (generator strings, 340-byte token sets, matcher) peaks at 1.0–1.05 GiB RSS at 1M. Blocking
-//! keeps 99.84–100 % of true pairs as candidates.
+//! Speed and memory (estimate + every insert + [`cluster()`]; 2026-12-06, with the surname's
+//! "ends" level): 10k nodes (5k × 5k) 46–62 ms (estimate 38–50 ms); 100k 0.92–1.10 s; 1M
+//! 9.1–13.1 s (estimate 2.3–3.1 s, inserts 6.7–10.2 s, 14–21 candidate pairs per node).
+//! [`Matcher::heap_bytes`]: 330–369 B per node at 1M (381–493 at 100k, 492–581 at 10k, hash
+//! maps being sized in powers of two). Blocking keeps 99.84–100 % of true pairs as candidates
+//! (measured before the `names_no_dob` rule, which only adds candidates).
 //!
 //! Run: `cargo test -p skp-core --release fuzzy::link -- --ignored --nocapture`
 //! (`LINK_MEASURE_N=100000,1000000`, `LINK_MEASURE_CASES=2,5,2pc,5pc,2d,5d`,
