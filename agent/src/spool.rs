@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 /// Largest frame accepted when reading a spool file back.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
 
+/// A half-written spool file (`*.spool.tmp`) older than this was left by a push that stopped
+/// before its rename, and is removed when the spool is opened. Its batches were never spooled:
+/// that push failed, and its rows are read from the source again on the next run. Younger ones
+/// may belong to a push still writing, and are left alone.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The spool directory of an agent.
 pub struct Spool {
     dir: PathBuf,
@@ -24,7 +30,41 @@ impl Spool {
         let dir = state_dir.join("spool");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create spool directory {}", dir.display()))?;
-        Ok(Self { dir })
+        let spool = Self { dir };
+        spool.remove_stale_tmp(STALE_TMP)?;
+        Ok(spool)
+    }
+
+    /// Removes `*.spool.tmp` files last modified more than `age` ago (see [`STALE_TMP`]).
+    fn remove_stale_tmp(&self, age: std::time::Duration) -> Result<()> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot list {}", self.dir.display()))?
+        {
+            let path = entry?.path();
+            let is_tmp = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".spool.tmp"));
+            let old = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age));
+            if is_tmp && old {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                dir = %self.dir.display(),
+                "removed half-written spool files left by an interrupted push (never acknowledged; their rows are read from the source again)"
+            );
+            self.sync_dir()?;
+        }
+        Ok(())
     }
 
     /// Writes batches as one new spool file, durably (file and directory fsynced).
@@ -145,5 +185,33 @@ mod tests {
         assert!(Spool::read(&p).is_err());
         s.remove(&p).expect("remove");
         assert!(s.pending().expect("pending").is_empty());
+    }
+
+    #[test]
+    fn opening_removes_only_stale_half_written_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool_dir = dir.path().join("spool");
+        std::fs::create_dir_all(&spool_dir).expect("mkdir");
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let make = |name: &str, old: bool| {
+            let path = spool_dir.join(name);
+            let f = std::fs::File::create(&path).expect("create");
+            if old {
+                f.set_modified(two_hours_ago).expect("set mtime");
+            }
+            path
+        };
+        let stale = make("1-d-0.spool.tmp", true);
+        let fresh = make("2-d-0.spool.tmp", false);
+        let old_spool = make("3-d-0.spool", true);
+        let other = make("notes.tmp", true);
+        let s = Spool::open(dir.path()).expect("open");
+        assert!(!stale.exists(), "a stale half-written file is removed");
+        assert!(fresh.exists(), "a push may still be writing a fresh one");
+        assert!(
+            old_spool.exists() && other.exists(),
+            "nothing else is touched"
+        );
+        assert_eq!(s.pending().expect("pending"), vec![old_spool]);
     }
 }
