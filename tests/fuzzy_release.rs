@@ -473,12 +473,14 @@ fn fuzzy_linkage_joins_misrecorded_people_and_keeps_look_alikes_apart() -> Resul
         let kind_set = KindSet::parse(kinds.iter().map(String::as_str))
             .map_err(|e| anyhow!("linkage kinds {kinds:?}: {e}"))?;
         let want_quality = quality::measured(kind_set, threshold);
-        let got_quality = l.measured_quality.as_ref().map(|q| quality::Measured {
-            precision: q.precision,
-            recall: q.recall,
-            f1: q.f1,
-            with_date_of_birth: q.with_date_of_birth,
-            without_date_of_birth: q.without_date_of_birth,
+        let got_quality = l.measured_quality.as_ref().and_then(|q| {
+            Some(quality::Measured {
+                precision: q.precision,
+                recall: q.recall,
+                f1: q.f1,
+                with_date_of_birth: q.with_date_of_birth?,
+                without_date_of_birth: q.without_date_of_birth?,
+            })
         });
         let measured_on_ok = l
             .measured_quality

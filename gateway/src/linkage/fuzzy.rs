@@ -96,7 +96,7 @@ impl Linker {
         self.fuzzy.is_some()
     }
 
-    /// Queues or scores a new node's fuzzy tokens (called by `add_with`).
+    /// Queues a new node's fuzzy tokens until [`Linker::settle`] (called by `add_with`).
     pub(super) fn fuzzy_add(&mut self, slot: u32, set: &TokenSet) {
         let Some(f) = self.fuzzy.as_mut() else {
             return;
@@ -105,17 +105,13 @@ impl Linker {
             return;
         }
         f.counts.nodes += 1;
-        if f.matcher.is_some() {
-            self.fuzzy_insert(slot, set);
-        } else {
-            f.pending_slots.push(slot);
-            f.pending_sets.push(*set);
-        }
+        f.pending_slots.push(slot);
+        f.pending_sets.push(*set);
     }
 
-    /// Scores the nodes waiting for a model: estimates the model from them first if there is
-    /// none yet. Call after a batch of adds (a store pass); until then, waiting nodes are linked
-    /// on exact tokens only.
+    /// Scores the nodes added since the last call: estimates the model from them first if there
+    /// is none yet. Call after a batch of adds (a store pass); until then, waiting nodes are
+    /// linked on exact tokens only.
     pub fn settle(&mut self) {
         let Some(f) = self.fuzzy.as_mut() else {
             return;

@@ -351,8 +351,9 @@ impl Linker {
         self.add_with(node, tokens, None)
     }
 
-    /// [`Linker::add`] with the node's fuzzy tokens, if it has any: a fuzzy linker scores them
-    /// (or queues them until [`Linker::settle`]); an exact-only linker ignores them.
+    /// [`Linker::add`] with the node's fuzzy tokens, if it has any: a fuzzy linker queues them
+    /// and scores them at [`Linker::settle`] (a batch's nodes with a date of birth first); an
+    /// exact-only linker ignores them.
     pub fn add_with(
         &mut self,
         node: PersonNode,

@@ -5,19 +5,7 @@
 //! for settings nobody measured it quotes nothing.
 
 use super::{KindSet, TokenKind};
-use serde::{Deserialize, Serialize};
-
-/// Pairwise quality over one kind of pair of person roles.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PairScore {
-    /// This kind's share of all same-person pairs.
-    pub share_of_true_pairs: f64,
-    /// Share of its linked pairs that are the same person; `None` when none were linked.
-    pub precision: Option<f64>,
-    /// Share of its same-person pairs that were linked.
-    pub recall: f64,
-}
+pub use crate::release::manifest::PairScore;
 
 /// What one configuration achieved: overall, and split by whether both roles of a pair were
 /// recorded with a date of birth (a role without one, such as a police ASB caller's, carries

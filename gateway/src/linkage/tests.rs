@@ -506,9 +506,12 @@ mod fuzzy_linker {
         // A typo'd surname (record 601 is person 0 with a typo) and an exact copy both link.
         assert!(l.same_cluster(PersonNode::new(1, 0), PersonNode::new(601, 0)));
         assert!(l.same_cluster(PersonNode::new(200, 0), PersonNode::new(800, 0)));
-        // Incremental: once the model exists, a new node links as it is added.
+        // Incremental: once the model exists, a new batch links when it settles, without a
+        // new model.
         let n = PersonNode::new(1101, 0);
         l.add_with(n, &[], Some(&sets[1100])).expect("add");
+        assert!(!l.same_cluster(PersonNode::new(501, 0), n));
+        l.settle();
         assert!(l.same_cluster(PersonNode::new(501, 0), n));
         let c = l.fuzzy_counts().expect("fuzzy");
         assert_eq!(c.nodes, 1101);
@@ -580,8 +583,10 @@ mod fuzzy_linker {
             // An undated Barnaby Rudge attached to the one dated Barnaby Rudge of the batch...
             dated("Barnaby", "Rudge", "1961-05-06"),
             undated("Barnaby", "Rudge"),
+            // One dated Aldous Fernsby now; a later batch brings another.
+            dated("Aldous", "Fernsby", "1930-06-07"),
         ];
-        let n: Vec<PersonNode> = (0..nodes.len() as u64 + 1)
+        let n: Vec<PersonNode> = (0..nodes.len() as u64 + 4)
             .map(|i| PersonNode::new(2001 + i, 0))
             .collect();
         for (node, t) in n.iter().zip(&nodes) {
@@ -589,18 +594,26 @@ mod fuzzy_linker {
         }
         l.settle();
         // ... does not bridge him to a second one, born another year, added later.
-        l.add_with(n[10], &[], Some(&dated("Barnaby", "Rudge", "1999-07-08")))
+        // A later batch: an undated Aldous Fernsby before a second dated one. Scored after
+        // him, not in arrival order, so he joins neither.
+        l.add_with(n[12], &[], Some(&undated("Aldous", "Fernsby")))
             .expect("add");
+        l.add_with(n[13], &[], Some(&dated("Aldous", "Fernsby", "1990-01-02")))
+            .expect("add");
+        l.add_with(n[11], &[], Some(&dated("Barnaby", "Rudge", "1999-07-08")))
+            .expect("add");
+        l.settle();
         let c = l.fuzzy_counts().expect("fuzzy");
         assert!(l.same_cluster(n[0], n[1]), "{c:?}");
         assert!(!l.same_cluster(n[2], n[3]));
         assert!(!l.same_cluster(n[4], n[2]) && !l.same_cluster(n[4], n[3]));
         assert!(!l.same_cluster(n[6], n[7]));
         assert!(!l.same_cluster(n[5], n[6]) && !l.same_cluster(n[5], n[7]));
-        assert_eq!(c.ambiguous_weak, 2, "{c:?}");
+        assert!(!l.same_cluster(n[12], n[10]) && !l.same_cluster(n[12], n[13]));
+        assert_eq!(c.ambiguous_weak, 3, "{c:?}");
         assert!(l.same_cluster(n[8], n[9]), "{c:?}");
         assert!(
-            !l.same_cluster(n[8], n[10]),
+            !l.same_cluster(n[8], n[11]),
             "weak evidence merged two dated people"
         );
         assert!(c.refused_weak >= 1, "{c:?}");

@@ -136,12 +136,27 @@ pub struct MeasuredQuality {
     pub recall: f64,
     /// Harmonic mean of the two.
     pub f1: f64,
-    /// Over pairs of two roles recorded with a date of birth.
-    pub with_date_of_birth: crate::linkage::quality::PairScore,
+    /// Over pairs of two roles recorded with a date of birth (absent from manifests written
+    /// before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_date_of_birth: Option<PairScore>,
     /// Over pairs with a role recorded without one (names and sex only: police ASB callers).
-    pub without_date_of_birth: crate::linkage::quality::PairScore,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_date_of_birth: Option<PairScore>,
     /// What it was measured on, and how to measure it again.
     pub measured_on: String,
+}
+
+/// Pairwise linkage quality over one kind of pair of person roles.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairScore {
+    /// This kind's share of all same-person pairs.
+    pub share_of_true_pairs: f64,
+    /// Share of its linked pairs that are the same person; `None` when none were linked.
+    pub precision: Option<f64>,
+    /// Share of its same-person pairs that were linked.
+    pub recall: f64,
 }
 
 /// The disclosure-control settings a release was made with.
@@ -977,16 +992,16 @@ mod tests {
                     precision: 0.999,
                     recall: 0.99,
                     f1: 0.9945,
-                    with_date_of_birth: crate::linkage::quality::PairScore {
+                    with_date_of_birth: Some(PairScore {
                         share_of_true_pairs: 0.96,
                         precision: Some(0.9997),
                         recall: 0.9962,
-                    },
-                    without_date_of_birth: crate::linkage::quality::PairScore {
+                    }),
+                    without_date_of_birth: Some(PairScore {
                         share_of_true_pairs: 0.04,
                         precision: None,
                         recall: 0.0,
-                    },
+                    }),
                     measured_on: "test".into(),
                 }),
                 id_scope: "purpose".into(),
@@ -1095,6 +1110,29 @@ mod tests {
         assert_eq!(v["release"]["format"], MANIFEST_FORMAT);
         assert_eq!(v["release"]["files"][0]["name"], "police_crime.csv");
         assert_eq!(v["audit"]["entry_index"], 3);
+        let quality = &v["release"]["linkage"]["measured_quality"];
+        assert_eq!(quality["with_date_of_birth"]["recall"], 0.9962);
+        assert!(quality["without_date_of_birth"]["precision"].is_null());
+    }
+
+    #[test]
+    fn a_manifest_written_before_the_date_of_birth_split_still_parses() {
+        let log = Log::new();
+        let mut m = release(&log).manifest;
+        let q = m
+            .release
+            .linkage
+            .as_mut()
+            .and_then(|l| l.measured_quality.as_mut())
+            .expect("quality");
+        (q.with_date_of_birth, q.without_date_of_birth) = (None, None);
+        let bytes = m.to_bytes();
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        assert!(
+            text.contains("\"measured_on\"") && !text.contains("date_of_birth"),
+            "{text}"
+        );
+        assert_eq!(Manifest::parse(&bytes).expect("parse"), m);
     }
 
     #[test]

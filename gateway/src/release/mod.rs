@@ -809,8 +809,8 @@ impl Releaser {
                     precision: q.precision,
                     recall: q.recall,
                     f1: q.f1,
-                    with_date_of_birth: q.with_date_of_birth,
-                    without_date_of_birth: q.without_date_of_birth,
+                    with_date_of_birth: Some(q.with_date_of_birth),
+                    without_date_of_birth: Some(q.without_date_of_birth),
                     measured_on: crate::linkage::quality::MEASURED_ON.into(),
                 }),
                 kinds: link_key
