@@ -24,7 +24,8 @@
 //!   reference, postcode, UPRN) is found as written or in a normalised form (upper/lower case,
 //!   letters only, normalised words; `YYYY-MM-DD`, `YYYYMMDD`, `DDMMYYYY`, `DD/MM/YYYY` and
 //!   more; PNC and NHS spellings), nor any unkeyed SHA-256, SHA-1 or MD5 of those forms and of
-//!   name prefixes, Double Metaphone codes, partial dates and concatenated name+date of birth
+//!   name prefixes, first and last letters, Double Metaphone codes, partial dates and
+//!   concatenated name+date of birth
 //!   (as raw bytes, hex either case or base64; searched by an 8-byte / 16-digit / 12-character
 //!   prefix, so truncated hashes are found too), in: the decrypted traffic both ways (raw
 //!   HTTP/2 bytes, HPACK-decoded headers, reassembled gRPC messages), every file under the
@@ -1186,6 +1187,16 @@ fn forms(shape: Shape, value: &str) -> Vec<Form> {
                 compact.chars().take(4).collect(),
                 false,
             );
+            let chars: Vec<char> = compact.chars().collect();
+            let last4: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+            add("last four letters", last4.clone(), false);
+            if let Some(first) = chars.first().filter(|_| chars.len() > 5) {
+                add(
+                    "first letter and last four",
+                    format!("{first}{last4}"),
+                    false,
+                );
+            }
             for name in [Some(&compact), words.first()].into_iter().flatten() {
                 if let Some((primary, alternate)) =
                     skp_core::fuzzy::phonetic::double_metaphone(name)

@@ -519,6 +519,8 @@ fn police_asb(
         w.put_person(row, Agency::Police, Role::Victim, &CALLER, c, rng, false);
         if rng.random_bool(0.3) {
             row.unset("caller_dob");
+            // `put_person` pushed the caller's truth row last. Missing, not an error of the
+            // error model: set at this rate even when every error rate is zero.
             if let Some(t) = row.truth.last_mut() {
                 t.errors |= error::DOB_MISSING;
             }

@@ -717,6 +717,7 @@ const FIELDS: &[&[Slot]] = &[
         Slot::SurnameCompact,
         Slot::SurnamePhonetic,
         Slot::SurnamePrefix4,
+        Slot::SurnameEnds,
         Slot::SurnamePartFirst,
         Slot::NameUnordered,
     ],

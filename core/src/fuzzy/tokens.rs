@@ -1,10 +1,10 @@
 //! Per-field keyed tokens for probabilistic (Fellegi–Sunter style) linkage: for each field a few
-//! variants that agree when the values agree exactly, sound alike, share a prefix, or agree on
-//! part of a date or postcode, each `HMAC-SHA256(subkey(field, variant), lp(parts…))` truncated
+//! variants that agree when the values agree exactly, sound alike, share a prefix or their
+//! first and last letters, or agree on part of a date or postcode, each `HMAC-SHA256(subkey(field, variant), lp(parts…))` truncated
 //! to 16 bytes.
 //!
 //! A person's tokens are a fixed [`TokenSet`] with one slot per [`Slot`], so comparing two
-//! people is 21 16-byte compares ([`TokenSet::agreement`]) and no allocation. A missing value
+//! people is 22 16-byte compares ([`TokenSet::agreement`]) and no allocation. A missing value
 //! leaves its slots empty; nothing is ever a token of the empty string.
 //!
 //! Never holds or returns a raw value; [`FuzzyToken`]'s `Debug` is redacted. Deterministic
@@ -160,8 +160,10 @@ pub enum Slot {
     PostcodeSector,
     /// Postcode district.
     PostcodeDistrict,
-    /// First letter and last four letters of the compact surname (last in the set, so a set
-    /// without it, from an agent before it, keeps its wire form and compares on the rest).
+    /// First letter and last four letters of the compact surname. Last in the set, so a set
+    /// without it, from an agent before it, keeps its wire form and compares on the rest (its
+    /// level not compared); a gateway before it refuses sets that hold it, so upgrade the
+    /// gateway before the agents.
     SurnameEnds,
 }
 
@@ -288,7 +290,7 @@ pub struct FieldToken {
     pub token: FuzzyToken,
 }
 
-/// A person's tokens, one optional token per [`Slot`]: 21 × 16 bytes and a presence mask,
+/// A person's tokens, one optional token per [`Slot`]: 22 × 16 bytes and a presence mask,
 /// `Copy`, compared slot by slot.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenSet {
@@ -630,6 +632,16 @@ mod tests {
             Err(WireTokensError::UnknownSlots)
         );
         assert_eq!(TokenSet::from_wire(0, &[]), Ok(TokenSet::default()));
+        // A set from an agent before the surname's ends slot (the last one): the same wire
+        // form without its bit and its 16 bytes still reads, and compares on everything else.
+        let ends = 1 << Slot::SurnameEnds.index();
+        assert_ne!(present & ends, 0);
+        let old = TokenSet::from_wire(present & !ends, &bytes[..bytes.len() - 16])
+            .expect("an older agent's set");
+        assert_eq!(old.len(), t.len() - 1);
+        let ag = old.agreement(&t);
+        assert!(!ag.compared(Slot::SurnameEnds));
+        assert!(ag.agrees(Slot::SurnameCompact) && ag.agrees(Slot::DobFull));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! [`Model`] and returns those at or above the threshold. A pair is reported once, when its
 //! second node is inserted, so a caller's union-find over the reports links every match.
 //!
-//! Per node (64-bit target): the token prefixes (21 × 8 bytes and a presence mask, 176 B), the
+//! Per node (64-bit target): the token prefixes (22 × 8 bytes and a presence mask, 184 B), the
 //! term-frequency adjustments (24 B), the caller's id and a visit stamp (8 B), and per blocking
 //! rule it holds one posting (8 B) plus its share of the key map; [`Matcher::heap_bytes`]
-//! counts it all: 290 B per node measured at a million nodes. Holds token prefixes: `Debug`
+//! counts it all: 330–369 B per node measured at a million nodes (module docs of [`super`]). Holds token prefixes: `Debug`
 //! shows counts only.
 
 use super::block::{BlockIndex, BlockRule, Visit, undated_key};

@@ -178,7 +178,7 @@ const TF_COMPARISONS: [Comparison; 3] = [
 /// Starting m, and the prior EM shrinks towards with [`PRIOR_PAIRS`] pseudo-pairs: rates
 /// measured on the synthetic generator (`fuzzy::measure`). Normalised on use.
 const M0: Table = [
-    [0.93, 0.015, 0.01, 0.01, 0.01, 0.005, 0.02],
+    [0.93, 0.015, 0.01, 0.002, 0.01, 0.005, 0.028],
     [0.94, 0.015, 0.005, 0.04, 0.0, 0.0, 0.0],
     [0.985, 0.002, 0.004, 0.003, 0.003, 0.003, 0.0],
     [0.99, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0],
@@ -188,7 +188,7 @@ const M0: Table = [
 /// u the random-pair rates are smoothed towards with one pseudo-pair (and used when there are
 /// fewer than two nodes).
 const U0: Table = [
-    [0.053, 0.0015, 0.001, 0.01, 0.0005, 0.0005, 0.9335],
+    [0.053, 0.0015, 0.001, 7e-5, 0.0005, 0.0005, 0.94343],
     [0.037, 0.005, 0.02, 0.938, 0.0, 0.0, 0.0],
     [4e-5, 2e-5, 1.15e-3, 4.6e-4, 2.6e-3, 0.99573, 0.0],
     [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0],
