@@ -55,7 +55,7 @@ pub fn global() -> &'static Metrics {
 
 impl Metrics {
     fn with(&self, f: impl FnOnce(&mut Inner)) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = crate::unpoisoned(self.inner.lock());
         f(&mut g);
     }
 
@@ -127,7 +127,7 @@ impl Metrics {
     /// The exposition text, with the audit log's size and the clock (`now`, Unix seconds) for
     /// days to expiry.
     pub fn render(&self, audit_entries: u64, now: i64) -> String {
-        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let m = crate::unpoisoned(self.inner.lock());
         let mut o = String::new();
         head(
             &mut o,

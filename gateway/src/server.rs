@@ -247,10 +247,7 @@ pub async fn reload_policy(config: &GatewayConfig, shared: &Shared) -> bool {
                 p.sha256()
             ));
             tracing::info!(sha256 = %p.sha256(), agreements = p.agreements().len(), "policy reloaded");
-            match shared.policy.write() {
-                Ok(mut w) => *w = Arc::new(p),
-                Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
-            }
+            *crate::unpoisoned(shared.policy.write()) = Arc::new(p);
             true
         }
         Err(err) => {

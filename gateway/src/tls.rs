@@ -128,19 +128,13 @@ impl ServerTls {
 
     /// CRL loads and refusals since the last call, oldest first, for the audit log.
     pub fn take_events(&self) -> Vec<CrlEvent> {
-        let mut state = match self.inner.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = crate::unpoisoned(self.inner.lock());
         std::mem::take(&mut state.events)
     }
 
     /// The acceptor for a new connection, after putting a changed CRL file in force.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let mut state = match self.inner.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = crate::unpoisoned(self.inner.lock());
         let TlsState {
             acceptor,
             reload,

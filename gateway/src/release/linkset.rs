@@ -255,7 +255,7 @@ impl LinkSet {
     /// The linker of `key` as it stands (created empty if new), not synced.
     pub fn entry(&self, key: &LinkKey) -> LockedLinker {
         let now = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sets = crate::unpoisoned(self.sets.lock());
         let state = match sets.get_mut(key) {
             Some((used, st)) => {
                 *used = now;
@@ -289,7 +289,7 @@ impl LinkSet {
 
     /// Keys of the linkers kept now.
     pub fn keys(&self) -> Vec<LinkKey> {
-        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        let sets = crate::unpoisoned(self.sets.lock());
         sets.keys().cloned().collect()
     }
 }
@@ -302,7 +302,7 @@ pub struct LockedLinker {
 impl LockedLinker {
     /// Locks the linker.
     pub fn lock(&self) -> MutexGuard<'_, LinkState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned(self.state.lock())
     }
 
     fn sync(

@@ -577,10 +577,7 @@ impl Releaser {
         drop(links);
         // Compared and registered under one lock: a table asked at the same time is compared
         // with this one.
-        let _tables = self
-            .tables
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _tables = crate::unpoisoned(self.tables.lock());
         let table = self.compare_table(&decided, actor, &release_id, Units::new(units), now)?;
         self.seal(
             decided,
@@ -694,10 +691,7 @@ impl Releaser {
     /// stays registered (its audit entry says it was made). Holds the lock tables are compared
     /// and registered under. Blocking.
     pub fn forget_undelivered_table(&self, release_id: &str) -> std::io::Result<()> {
-        let _tables = self
-            .tables
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _tables = crate::unpoisoned(self.tables.lock());
         self.registry.remove_table(release_id)
     }
 

@@ -127,10 +127,7 @@ pub struct Shared {
 impl Shared {
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::unpoisoned(self.policy.read()).clone()
     }
 
     /// Now, by the gateway's clock.
