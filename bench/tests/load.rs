@@ -39,45 +39,7 @@ fn build_gateway(bench: &Path) -> Result<()> {
     let profile_dir = bench
         .parent()
         .with_context(|| format!("{} has no parent directory", bench.display()))?;
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the bench crate has no parent directory")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace)
-        .args(["build", "-p", "gateway", "--bin", "gateway"]);
-    // Cargo gives the running test its package's variables; some build scripts (ring's) track
-    // such variables, so passing them on would make this build and the next ordinary one
-    // rebuild half the tree in turn (as tests/support does).
-    for (key, _) in std::env::vars_os() {
-        let Some(k) = key.to_str() else { continue };
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_BIN_EXE_")
-            || matches!(
-                k,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_MANIFEST_LINKS"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-                    | "OUT_DIR"
-            )
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            cmd.arg("--release");
-        }
-        Some(profile) => {
-            cmd.args(["--profile", profile]);
-        }
-    }
+    let mut cmd = e2e::cargo_build(&["-p", "gateway", "--bin", "gateway"], profile_dir);
     let out = cmd.output().context("cannot run cargo")?;
     let gateway = profile_dir.join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
     if !out.status.success() {

@@ -70,14 +70,15 @@ fn build_bins_once(dir: &Path) -> Result<()> {
     }
 }
 
-fn build_bins(dir: &Path) -> Result<()> {
+/// A `cargo build ARGS` of the workspace in the profile of `profile_dir` (the directory holding
+/// the running test's binaries, `target/<profile>`), without the running test's package
+/// variables: cargo gives a test its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+/// ...), and some build scripts (ring's) track them, so passing them on would make this build
+/// and the next ordinary one rebuild half the tree in turn. Also used by `bench`'s load test.
+pub fn cargo_build(args: &[&str], profile_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "-p", "gateway", "-p", "agent", "--bins"]);
-    // Cargo gives the running test its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*,
-    // ...). Some build scripts (ring's) track such variables, so passing them on would make
-    // this build and the next ordinary one rebuild half the tree in turn.
+    cmd.current_dir(workspace_root()).arg("build").args(args);
     for (key, _) in std::env::vars_os() {
         let Some(k) = key.to_str() else { continue };
         if k.starts_with("CARGO_PKG_")
@@ -98,7 +99,7 @@ fn build_bins(dir: &Path) -> Result<()> {
             cmd.env_remove(&key);
         }
     }
-    match dir.file_name().and_then(|n| n.to_str()) {
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
             cmd.arg("--release");
@@ -107,6 +108,11 @@ fn build_bins(dir: &Path) -> Result<()> {
             cmd.args(["--profile", profile]);
         }
     }
+    cmd
+}
+
+fn build_bins(dir: &Path) -> Result<()> {
+    let mut cmd = cargo_build(&["-p", "gateway", "-p", "agent", "--bins"], dir);
     eprintln!("e2e: building the workspace binaries: {cmd:?}");
     let started = Instant::now();
     let out = cmd.output().context("cannot run cargo")?;
