@@ -442,12 +442,25 @@ def normalise(df):
     return df
 
 
+def splink_comparisons() -> list:
+    """The Splink comparisons every comparison here uses (also ``splink_nodes.py``): names by
+    Jaro-Winkler levels with term-frequency adjustment, date of birth, sex, postcode."""
+    import splink.comparison_library as cl
+
+    return [
+        cl.NameComparison("forename").configure(term_frequency_adjustments=True),
+        cl.NameComparison("surname").configure(term_frequency_adjustments=True),
+        cl.DateOfBirthComparison("dob", input_is_string=True),
+        cl.ExactMatch("sex"),
+        cl.PostcodeComparison("postcode"),
+    ]
+
+
 def worker_splink(args, out: Path) -> dict:
     import inspect
     import logging
 
     import splink
-    import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
     df_a = normalise(load_frame(args.a))
@@ -459,13 +472,7 @@ def worker_splink(args, out: Path) -> dict:
     settings = SettingsCreator(
         link_type="link_only",
         unique_id_column_name="rec_id",
-        comparisons=[
-            cl.NameComparison("forename").configure(term_frequency_adjustments=True),
-            cl.NameComparison("surname").configure(term_frequency_adjustments=True),
-            cl.DateOfBirthComparison("dob", input_is_string=True),
-            cl.ExactMatch("sex"),
-            cl.PostcodeComparison("postcode"),
-        ],
+        comparisons=splink_comparisons(),
         blocking_rules_to_generate_predictions=[
             block_on("dob"),
             block_on("surname", "substr(dob, 1, 4)"),

@@ -426,8 +426,9 @@ def indistinguishable(nodes: list[dict]) -> dict[str, int]:
 def train_splink(nodes: list[dict], max_pairs: float):
     """A trained Splink dedupe_only linker over the nodes and (prepare, train) seconds."""
     import pandas as pd
-    import splink.comparison_library as cl
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    from compare import splink_comparisons
 
     cols = ["unique_id", "surname", "forename", "dob", "sex", "postcode"]
     df = pd.DataFrame([{c: x[c] for c in cols} for x in nodes], columns=cols)
@@ -435,13 +436,7 @@ def train_splink(nodes: list[dict], max_pairs: float):
     settings = SettingsCreator(
         link_type="dedupe_only",
         unique_id_column_name="unique_id",
-        comparisons=[
-            cl.NameComparison("forename").configure(term_frequency_adjustments=True),
-            cl.NameComparison("surname").configure(term_frequency_adjustments=True),
-            cl.DateOfBirthComparison("dob", input_is_string=True),
-            cl.ExactMatch("sex"),
-            cl.PostcodeComparison("postcode"),
-        ],
+        comparisons=splink_comparisons(),
         blocking_rules_to_generate_predictions=[block_on(*c) for _, c in BLOCKING],
         retain_intermediate_calculation_columns=False,
     )
