@@ -1105,6 +1105,22 @@ mod tests {
                 s.kinds
             );
             assert!(t > 0 && c > 0, "{}", s.kinds);
+            // Pairs of two dated roles are a part of every count; roles without a date of
+            // birth (police ASB callers) leave some true pairs outside it.
+            let (dt, dl, dc) = s.dated;
+            assert!(
+                dt < t && dl <= l && dc <= c && dc <= dt,
+                "{}: {:?}",
+                s.kinds,
+                s.dated
+            );
+        }
+        // The demo token needs a date of birth, and callers carry no NHS or PNC number: exact
+        // linkage never links an undated role.
+        for s in &report.scores[..3] {
+            let (t, l, c) = s.overall();
+            assert_eq!((s.dated.1, s.dated.2), (l, c), "{}", s.kinds);
+            assert!(s.dated.0 < t);
         }
         // More kinds never link less: demo-only pairs are a subset of nhs+pnc+demo pairs.
         let all = report.scores[0].overall();
