@@ -571,20 +571,11 @@ fn score(kinds: &'static str, build_secs: f64, nodes: &[(u32, Node)]) -> Scores 
     let mut by_cluster: HashMap<u32, [u64; AGENCIES]> = HashMap::new();
     let mut by_person: HashMap<u64, [u64; AGENCIES]> = HashMap::new();
     let mut by_both: HashMap<(u32, u64), [u64; AGENCIES]> = HashMap::new();
-    // Dated nodes per cluster, per person and per both.
-    let mut dated: [HashMap<(u32, u64), u64>; 3] = Default::default();
     for (c, n) in nodes {
         by_cluster.entry(*c).or_default()[n.agency] += 1;
         by_person.entry(n.truth).or_default()[n.agency] += 1;
         by_both.entry((*c, n.truth)).or_default()[n.agency] += 1;
-        if n.dated {
-            *dated[0].entry((0, n.truth)).or_default() += 1;
-            *dated[1].entry((*c, 0)).or_default() += 1;
-            *dated[2].entry((*c, n.truth)).or_default() += 1;
-        }
     }
-    let [dated_true, dated_linked, dated_correct] =
-        dated.map(|m| m.values().map(|k| k * k.saturating_sub(1) / 2).sum::<u64>());
     let zero = [[0u64; AGENCIES]; AGENCIES];
     let (mut true_pairs, mut linked_pairs, mut correct_pairs) = (zero, zero, zero);
     let (mut persons_in, mut clusters_in) = (zero, zero);
@@ -605,6 +596,17 @@ fn score(kinds: &'static str, build_secs: f64, nodes: &[(u32, Node)]) -> Scores 
         *clusters_of_person.entry(*p).or_default() += 1;
         *persons_of_cluster.entry(*c).or_default() += 1;
     }
+    // The pairs of dated nodes are the overall pairs of the dated nodes alone.
+    let dated_nodes: Vec<(u32, Node)> = nodes.iter().filter(|(_, n)| n.dated).copied().collect();
+    let dated = if dated_nodes.len() == nodes.len() {
+        (
+            total(&true_pairs),
+            total(&linked_pairs),
+            total(&correct_pairs),
+        )
+    } else {
+        score(kinds, build_secs, &dated_nodes).overall()
+    };
     Scores {
         kinds,
         build_secs,
@@ -618,7 +620,7 @@ fn score(kinds: &'static str, build_secs: f64, nodes: &[(u32, Node)]) -> Scores 
         correct_pairs,
         persons_in,
         clusters_in,
-        dated: (dated_true, dated_linked, dated_correct),
+        dated,
     }
 }
 
