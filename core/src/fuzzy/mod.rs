@@ -7,8 +7,8 @@
 //! - [`person`]: the normalised input ([`PersonFields`]) built from raw strings.
 //! - [`phonetic`]: Double Metaphone codes of names.
 //! - [`tokens`]: per-field keyed tokens (exact, compact, phonetic, prefix, first and last
-//!   letters, order-free name, partial dates, postcode sector and district) in a fixed [`TokenSet`] for
-//!   Fellegi–Sunter style scoring.
+//!   letters, order-free name, partial dates, postcode sector and district) in a fixed
+//!   [`TokenSet`] for Fellegi–Sunter style scoring.
 //! - [`clk`]: a keyed Bloom-filter encoding (CLK) compared with [`dice`].
 //! - [`link`]: the gateway-side matcher over [`TokenSet`]s: Fellegi–Sunter model estimated
 //!   without labels, blocking, incremental scoring ([`Matcher`]) and reference clustering.

@@ -1,7 +1,7 @@
 //! Per-field keyed tokens for probabilistic (Fellegi–Sunter style) linkage: for each field a few
 //! variants that agree when the values agree exactly, sound alike, share a prefix or their
-//! first and last letters, or agree on part of a date or postcode, each `HMAC-SHA256(subkey(field, variant), lp(parts…))` truncated
-//! to 16 bytes.
+//! first and last letters, or agree on part of a date or postcode, each
+//! `HMAC-SHA256(subkey(field, variant), lp(parts…))` truncated to 16 bytes.
 //!
 //! A person's tokens are a fixed [`TokenSet`] with one slot per [`Slot`], so comparing two
 //! people is 22 16-byte compares ([`TokenSet::agreement`]) and no allocation. A missing value

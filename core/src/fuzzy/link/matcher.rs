@@ -6,8 +6,8 @@
 //! Per node (64-bit target): the token prefixes (22 × 8 bytes and a presence mask, 184 B), the
 //! term-frequency adjustments (24 B), the caller's id and a visit stamp (8 B), and per blocking
 //! rule it holds one posting (8 B) plus its share of the key map; [`Matcher::heap_bytes`]
-//! counts it all: 330–369 B per node measured at a million nodes (module docs of [`super`]). Holds token prefixes: `Debug`
-//! shows counts only.
+//! counts it all: 330–369 B per node measured at a million nodes (module docs of [`super`]).
+//! Holds token prefixes: `Debug` shows counts only.
 
 use super::block::{BlockIndex, BlockRule, Visit, undated_key};
 use super::model::{Adjust, Model};
