@@ -71,7 +71,7 @@ impl BlockRule {
 
     /// Whether a pair is a candidate under this rule only when at least one node lacks a date
     /// of birth ([`BlockRule::NamesNoDob`]). The matcher keeps such a rule's dated and undated
-    /// nodes under two keys ([`undated_key`]), so a dated node lists only the undated ones.
+    /// nodes under two keys (`undated_key`), so a dated node lists only the undated ones.
     pub fn only_without_dob(self) -> bool {
         matches!(self, BlockRule::NamesNoDob)
     }
