@@ -148,15 +148,9 @@ async fn c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_s
     let dir = tempfile::tempdir().expect("tmp");
     let (gw, cfg, url) = gateway_with_records(dir.path()).await;
     let mut client = analyst(dir.path(), &url).await;
+    let registered = || gw.shared.releaser.registry().list().expect("list");
     let before = gw.audit.size();
-    assert!(
-        gw.shared
-            .releaser
-            .registry()
-            .list()
-            .expect("list")
-            .is_empty()
-    );
+    assert!(registered().is_empty());
 
     gw.audit.stall_appends(true);
     let extract = receive(client.extract(extract_request()).await).await;
@@ -186,14 +180,7 @@ async fn c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_s
 
     // Held: nothing appended, nothing registered, no entry index written.
     assert_eq!(gw.audit.size(), before);
-    assert!(
-        gw.shared
-            .releaser
-            .registry()
-            .list()
-            .expect("list")
-            .is_empty()
-    );
+    assert!(registered().is_empty());
     let files = release_files(&cfg.data_dir);
     assert!(
         !files.iter().any(|f| f.ends_with(".entry")),
@@ -217,7 +204,7 @@ async fn c14_a_stalled_audit_writer_ends_releases_at_the_deadline_with_nothing_s
     }
     let log = entries(&gw.audit);
     assert_eq!(undelivered.len(), RELEASE_SLOTS, "{log:#?}");
-    let registered = gw.shared.releaser.registry().list().expect("list");
+    let registered = registered();
     assert_eq!(
         registered.len(),
         RELEASE_SLOTS,
